@@ -1,0 +1,105 @@
+"""library/source_archive.py, run for real as Ansible runs it (a subprocess with JSON args)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+MODULE = Path(__file__).resolve().parents[1] / "library" / "source_archive.py"
+
+
+def run_module(tmp_path: Path, check_mode: bool = False, **args) -> dict:
+    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
+    payload = dict(args, _ansible_check_mode=check_mode)
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
+    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False)
+    result = json.loads(proc.stdout)
+    result["_rc"] = proc.returncode
+    return result
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    src = tmp_path / "src"
+    (src / "app").mkdir(parents=True)
+    (src / "manage.py").write_text("print('hello')\n")
+    (src / "app" / "views.py").write_text("x = 1\n")
+    (src / "app" / "__pycache__").mkdir()
+    (src / "app" / "__pycache__" / "views.cpython-311.pyc").write_bytes(b"junk")
+    (src / ".git").mkdir()
+    (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (src / "db.sqlite3").write_bytes(b"SQLite")
+    return src
+
+
+def test_builds_a_content_addressed_archive(tmp_path, project):
+    dest = tmp_path / "out"
+    result = run_module(tmp_path, src=str(project), dest_dir=str(dest), name="demo")
+    assert result["_rc"] == 0 and result["changed"] is True
+    assert Path(result["path"]).name == f"demo-{result['id']}.tar.gz"
+    with tarfile.open(result["path"]) as tar:
+        names = sorted(tar.getnames())
+    assert names == ["app", "app/views.py", "manage.py"]  # .git, __pycache__, sqlite left out
+    assert result["files"] == 2
+
+
+def test_same_tree_gives_same_bytes_and_no_change(tmp_path, project):
+    first = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "a"))
+    again = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "a"))
+    elsewhere = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "b"))
+    assert again["changed"] is False
+    assert first["sha256"] == again["sha256"] == elsewhere["sha256"]
+    assert Path(first["path"]).read_bytes() == Path(elsewhere["path"]).read_bytes()
+
+
+def test_a_changed_file_gives_a_new_id(tmp_path, project):
+    first = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "out"))
+    (project / "app" / "views.py").write_text("x = 2\n")
+    second = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "out"))
+    assert second["changed"] is True and second["id"] != first["id"]
+
+
+def test_check_mode_reports_but_writes_nothing(tmp_path, project):
+    dest = tmp_path / "out"
+    result = run_module(tmp_path, check_mode=True, src=str(project), dest_dir=str(dest))
+    assert result["changed"] is True
+    assert not dest.exists()
+    real = run_module(tmp_path, src=str(project), dest_dir=str(dest))
+    assert real["id"] == result["id"]
+
+
+def test_missing_source_fails_with_a_clear_message(tmp_path):
+    result = run_module(tmp_path, src=str(tmp_path / "nope"), dest_dir=str(tmp_path / "out"))
+    assert result["_rc"] != 0 and result["failed"] is True
+    assert "is not a directory" in result["msg"]
+
+
+def test_unwritable_destination_fails_with_a_clear_message(tmp_path, project):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_module(tmp_path, src=str(project), dest_dir=str(blocker / "sub"))
+    assert result["_rc"] != 0 and "cannot write" in result["msg"]
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_file_fails(tmp_path, project):
+    (project / "manage.py").chmod(0)
+    result = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "out"))
+    assert result["_rc"] != 0 and "cannot read" in result["msg"]
+
+
+def test_ansible_doc_renders_the_documentation():
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bindir / "ansible-doc"), "-M", str(MODULE.parent), "source_archive"],
+        capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "gzip-compressed tar archive" in proc.stdout and "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout

@@ -35,11 +35,13 @@ options:
     default: source
   exclude:
     description:
-      - Shell-style patterns matched against each path relative to O(src) and against each path
-        component. Matching files and directories are left out.
+      - Shell-style patterns of files and directories to leave out. A pattern that starts with
+        C(/) is anchored at O(src) and matched against the whole relative path (C(/static) is the
+        top-level C(static) directory only); any other pattern is matched against every path
+        component (C(__pycache__) anywhere).
     type: list
     elements: str
-    default: [".git", "__pycache__", "*.pyc", ".venv", "venv", "node_modules", "*.sqlite3", "media", "static", ".env"]
+    default: [".git", "__pycache__", "*.pyc", ".venv", "/venv", "node_modules", "/*.sqlite3", "/media", "/static", ".env"]
 attributes:
   check_mode:
     support: full
@@ -101,12 +103,17 @@ from ansible.module_utils.basic import AnsibleModule
 
 
 def is_excluded(relpath, patterns):
-    """True when the relative path or any of its components matches a pattern."""
+    """True when a pattern excludes the relative path.
+
+    "/name" is anchored at the root and matches the whole relative path; any other
+    pattern matches any single path component.
+    """
     parts = relpath.split(os.sep)
     for pattern in patterns:
-        if fnmatch.fnmatch(relpath, pattern):
-            return True
-        if any(fnmatch.fnmatch(part, pattern) for part in parts):
+        if pattern.startswith("/"):
+            if fnmatch.fnmatch(relpath, pattern[1:]):
+                return True
+        elif any(fnmatch.fnmatch(part, pattern) for part in parts):
             return True
     return False
 
@@ -166,8 +173,8 @@ def main():
             exclude=dict(
                 type="list",
                 elements="str",
-                default=[".git", "__pycache__", "*.pyc", ".venv", "venv", "node_modules",
-                         "*.sqlite3", "media", "static", ".env"],
+                default=[".git", "__pycache__", "*.pyc", ".venv", "/venv", "node_modules",
+                         "/*.sqlite3", "/media", "/static", ".env"],
             ),
         ),
         supports_check_mode=True,

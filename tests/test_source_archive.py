@@ -36,6 +36,10 @@ def project(tmp_path: Path) -> Path:
     (src / ".git").mkdir()
     (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (src / "db.sqlite3").write_bytes(b"SQLite")
+    (src / "static").mkdir()                      # collectstatic output at the root: left out
+    (src / "static" / "collected.css").write_text("x")
+    (src / "app" / "static" / "app").mkdir(parents=True)   # an app's own assets: kept
+    (src / "app" / "static" / "app" / "site.css").write_text("body {}")
     return src
 
 
@@ -46,8 +50,10 @@ def test_builds_a_content_addressed_archive(tmp_path, project):
     assert Path(result["path"]).name == f"demo-{result['id']}.tar.gz"
     with tarfile.open(result["path"]) as tar:
         names = sorted(tar.getnames())
-    assert names == ["app", "app/views.py", "manage.py"]  # .git, __pycache__, sqlite left out
-    assert result["files"] == 2
+    # .git, __pycache__, the root sqlite file and the root static/ are left out;
+    # app/static/ (an app's own assets) is kept.
+    assert names == ["app", "app/static", "app/static/app", "app/static/app/site.css", "app/views.py", "manage.py"]
+    assert result["files"] == 3
 
 
 def test_same_tree_gives_same_bytes_and_no_change(tmp_path, project):

@@ -1,0 +1,101 @@
+import logging
+from uuid import uuid4
+
+from django.contrib import messages
+from django.core.cache import cache
+from django.db import connection, transaction
+from django.db.models import F
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_http_methods, require_safe
+
+from demoapp.version import VERSION
+from notes.forms import NoteForm, UploadForm
+from notes.models import NOTE_LIST_CACHE_KEY, Counter, Note, Upload
+
+logger = logging.getLogger(__name__)
+
+NOTE_LIST_CACHE_SECONDS = 60
+NOTE_LIST_LENGTH = 100
+COUNTER_NAME = "hits"
+
+
+@require_safe
+def home(request: HttpRequest) -> HttpResponse:
+    notes = cache.get(NOTE_LIST_CACHE_KEY)
+    if notes is None:
+        notes = list(Note.objects.all()[:NOTE_LIST_LENGTH])
+        cache.set(NOTE_LIST_CACHE_KEY, notes, NOTE_LIST_CACHE_SECONDS)
+    return render(request, "notes/note_list.html", {"notes": notes})
+
+
+@require_http_methods(["GET", "POST"])
+def note_create(request: HttpRequest) -> HttpResponse:
+    form = NoteForm(request.POST) if request.method == "POST" else NoteForm()
+    if form.is_valid():
+        note = form.save()
+        messages.success(request, f'Saved the note "{note.title}".')
+        return redirect("notes:home")
+    return render(request, "notes/note_form.html", {"form": form})
+
+
+@never_cache
+@require_GET
+def counter(request: HttpRequest) -> HttpResponse:
+    with transaction.atomic():
+        row, _ = Counter.objects.get_or_create(name=COUNTER_NAME)
+        Counter.objects.filter(pk=row.pk).update(value=F("value") + 1)
+        row.refresh_from_db(fields=["value"])
+    if request.GET.get("format") == "json":
+        return JsonResponse({"count": row.value})
+    return render(request, "notes/counter.html", {"count": row.value})
+
+
+@require_http_methods(["GET", "POST"])
+def uploads(request: HttpRequest) -> HttpResponse:
+    form = UploadForm(request.POST, request.FILES) if request.method == "POST" else UploadForm()
+    if form.is_valid():
+        upload = form.save()
+        messages.success(request, f"Uploaded {upload.filename}.")
+        return redirect("notes:uploads")
+    return render(
+        request, "notes/upload_list.html", {"form": form, "uploads": Upload.objects.all()}
+    )
+
+
+def _database_ok() -> bool:
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            return cursor.fetchone() == (1,)
+    except Exception:  # any failure makes the check fail; the log says which
+        logger.exception("Health check: the database query failed")
+        return False
+
+
+def _cache_ok() -> bool:
+    key, value = f"healthz:{uuid4().hex}", uuid4().hex
+    try:
+        cache.set(key, value, timeout=10)
+        ok = cache.get(key) == value
+        cache.delete(key)
+    except Exception:  # any failure makes the check fail; the log says which
+        logger.exception("Health check: the cache round trip failed")
+        return False
+    if not ok:
+        logger.error(
+            "Health check: the cache did not return the value just stored (is memcached reachable?)"
+        )
+    return ok
+
+
+@never_cache
+@require_safe
+def healthz(request: HttpRequest) -> JsonResponse:
+    checks = {
+        "database": "ok" if _database_ok() else "error",
+        "cache": "ok" if _cache_ok() else "error",
+    }
+    healthy = all(state == "ok" for state in checks.values())
+    return JsonResponse({**checks, "version": VERSION}, status=200 if healthy else 503)

@@ -30,9 +30,10 @@ demo-destroy: ## Remove the demo server
 test: image ## Everything CI runs: lint, unit tests, every Molecule scenario
 	@$(MAKE) --no-print-directory lint unit molecule
 
-lint: deps ## yamllint and ansible-lint (production profile)
+lint: deps ## yamllint, ansible-lint (production profile), role docs in sync with their specs
 	@yamllint --strict .
-	ansible-lint
+	python scripts/render-role-docs.py --check
+	ANSIBLE_VAULT_IDENTITY_LIST=demo@inventories/demo/vault-password.txt ansible-lint
 
 unit: deps ## Python tests: roles' interfaces, modules, the demo app (no containers)
 	@pytest -p no:cacheprovider tests

@@ -1,0 +1,12 @@
+"""`--check --diff` on the converged host reports no change (a tested contract)."""
+
+from stackhelpers import recap, run_playbook
+
+
+def test_check_diff_on_converged_host_reports_no_change():
+    result = run_playbook("--check", "--diff", "site.yml")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    hosts = recap(result.stdout)
+    assert hosts, result.stdout[-2000:]
+    changed = {name: counts["changed"] for name, counts in hosts.items() if counts.get("changed")}
+    assert changed == {}, result.stdout[-6000:]

@@ -1,0 +1,115 @@
+"""Helpers shared by the Molecule scenarios' testinfra suites.
+
+Tests talk to the containers through testinfra's native podman backend
+(``podman://<container>``): the Ansible backend costs seconds per command.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+from testinfra.utils.ansible_runner import AnsibleRunner
+
+INVENTORY = os.environ.get("MOLECULE_INVENTORY_FILE", "")
+PROJECT_DIR = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).resolve().parents[3]))
+APP_NAME = os.environ.get("STACK_APP_NAME", "demoapp")
+APP_ROOT = f"/srv/{APP_NAME}"
+APP_USER = "django"
+
+
+def group_hosts(group: str) -> list[str]:
+    """Inventory host names (= podman container names) of a group."""
+    return AnsibleRunner.get_runner(INVENTORY).get_hosts(group)
+
+
+def podman_hosts(group: str) -> list[str]:
+    return [f"podman://{name}" for name in group_hosts(group)]
+
+
+def curl(host, url: str, *args: str, check: bool = True):
+    """Run curl inside the server; returns the testinfra CommandResult."""
+    cmd = "curl -sS --max-time 20 " + " ".join(shlex.quote(a) for a in args) + " " + shlex.quote(url)
+    result = host.run(cmd)
+    if check:
+        assert result.rc == 0, f"{cmd}: rc={result.rc} {result.stderr}"
+    return result
+
+
+def http_status(host, url: str, *args: str) -> int:
+    out = curl(host, url, "-k", "-o", "/dev/null", "-w", "%{http_code}", *args).stdout
+    return int(out.strip())
+
+
+def headers(host, url: str, *args: str) -> dict[str, str]:
+    """Response headers (lower-case names) of a GET."""
+    out = curl(host, url, "-k", "-o", "/dev/null", "-D", "-", *args).stdout
+    result = {}
+    for line in out.splitlines()[1:]:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            result[name.strip().lower()] = value.strip()
+    return result
+
+
+def memcached_stats(host, address: str = "127.0.0.1", port: int = 11211) -> dict[str, int]:
+    """memcached `stats` read with bash's /dev/tcp (no client package needed)."""
+    script = (
+        f"exec 3<>/dev/tcp/{address}/{port}; printf 'stats\\r\\nquit\\r\\n' >&3; "
+        "timeout 5 cat <&3"
+    )
+    out = host.check_output(f"bash -c {shlex.quote(script)}")
+    stats = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 3 and parts[0] == "STAT" and parts[2].isdigit():
+            stats[parts[1]] = int(parts[2])
+    return stats
+
+
+def listeners(host, port: int, proto: str = "tcp") -> list[str]:
+    """Local addresses listening on a port (e.g. ['127.0.0.1', '[::1]'])."""
+    flag = "-ltnH" if proto == "tcp" else "-lunH"
+    out = host.check_output(f"ss {flag}")
+    found = []
+    for line in out.splitlines():
+        cols = line.split()
+        if len(cols) < 4:
+            continue
+        local = cols[3]
+        addr, _, lport = local.rpartition(":")
+        if lport == str(port):
+            found.append(addr)
+    return found
+
+
+def static_manifest(host) -> dict[str, str]:
+    """ManifestStaticFilesStorage's map of source name -> hashed name."""
+    data = host.file(f"{APP_ROOT}/static/staticfiles.json").content_string
+    return json.loads(data)["paths"]
+
+
+def run_playbook(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Run ansible-playbook against the scenario's inventory, as Molecule would."""
+    cmd = ["ansible-playbook", "-i", INVENTORY, *args]
+    return subprocess.run(cmd, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    """Parse PLAY RECAP lines: host -> {ok, changed, unreachable, failed, ...}."""
+    result = {}
+    in_recap = False
+    for line in output.splitlines():
+        if line.startswith("PLAY RECAP"):
+            in_recap = True
+            continue
+        if in_recap:
+            m = re.match(r"^(\S+)\s+:\s+(.*)$", line)
+            if not m:
+                continue
+            result[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+    return result

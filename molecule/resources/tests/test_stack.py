@@ -1,0 +1,170 @@
+"""Behavioural checks of a converged all-in-one stack (every scenario runs these)."""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+import pytest
+
+from stackhelpers import (
+    APP_NAME,
+    APP_ROOT,
+    APP_USER,
+    curl,
+    headers,
+    http_status,
+    listeners,
+    memcached_stats,
+    podman_hosts,
+    static_manifest,
+)
+
+testinfra_hosts = podman_hosts("webservers")[:1]
+
+BASE = "https://localhost"
+
+
+def test_system_is_running_with_no_failed_units(host):
+    state = host.run("systemctl is-system-running --wait").stdout.strip()
+    failed = host.run("systemctl --failed --no-legend --plain").stdout.strip()
+    assert state == "running", failed
+    assert failed == ""
+
+
+@pytest.mark.parametrize(
+    "unit",
+    ["postgresql", "memcached", "nginx", f"gunicorn@{APP_NAME}.socket", f"gunicorn@{APP_NAME}.service"],
+)
+def test_service_active_and_enabled(host, unit):
+    service = host.service(unit)
+    assert service.is_running, unit
+    assert service.is_enabled, unit
+
+
+def test_postgresql_listens_on_loopback_only(host):
+    addrs = listeners(host, 5432)
+    assert addrs, "PostgreSQL is not listening on 5432"
+    assert set(addrs) <= {"127.0.0.1", "[::1]"}, addrs
+
+
+def test_memcached_listens_on_loopback_only_and_udp_is_off(host):
+    addrs = listeners(host, 11211)
+    assert addrs == ["127.0.0.1"], addrs
+    assert listeners(host, 11211, proto="udp") == []
+
+
+def test_app_server_has_no_tcp_port(host):
+    # gunicorn only gets the unix socket from systemd; nothing but nginx, sshd,
+    # PostgreSQL and memcached listen on TCP.
+    out = host.check_output("ss -ltnpH")
+    programs = set(re.findall(r'users:\(\("([^"]+)"', out))
+    assert programs <= {"nginx", "sshd", "postgres", "memcached"}, out
+
+
+def test_gunicorn_socket_is_a_unix_socket_nginx_can_use(host):
+    sock = host.file(f"/run/gunicorn/{APP_NAME}.sock")
+    assert sock.is_socket
+    assert sock.group == "www-data"
+    assert sock.mode == 0o660
+
+
+def test_https_home_and_admin_login_answer_200(host):
+    assert http_status(host, f"{BASE}/") == 200
+    assert http_status(host, f"{BASE}/admin/login/") == 200
+
+
+def test_http_redirects_to_https(host):
+    out = curl(host, "http://localhost/counter/", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}").stdout
+    assert out == "301 https://localhost/counter/"
+
+
+def test_unknown_host_names_are_rejected(host):
+    # Plain HTTP: nginx closes the connection without an answer (444).
+    result = curl(host, "http://127.0.0.2/", "-H", "Host: attacker.example", check=False)
+    assert result.rc == 52, (result.rc, result.stdout)
+    # HTTPS: the handshake itself is refused for an unknown SNI name.
+    result = curl(host, "https://attacker.example/", "-k", "--resolve", "attacker.example:443:127.0.0.1", check=False)
+    assert result.rc != 0
+    assert "attacker" not in result.stdout
+
+
+def test_security_headers_appear_once(host):
+    out = curl(host, f"{BASE}/", "-k", "-o", "/dev/null", "-D", "-").stdout.lower()
+    for name in ("strict-transport-security", "x-content-type-options", "x-frame-options", "referrer-policy"):
+        assert out.count(name + ":") == 1, (name, out)
+
+
+def test_debug_is_off(host):
+    result = curl(host, f"{BASE}/no-such-page/", "-k")
+    assert "DEBUG = True" not in result.stdout
+    assert http_status(host, f"{BASE}/no-such-page/") == 404
+
+
+def test_healthz_reports_database_and_cache_ok(host):
+    body = curl(host, f"{BASE}/healthz", "-k").stdout
+    assert '"database": "ok"' in body and '"cache": "ok"' in body, body
+
+
+def test_static_file_is_served_by_nginx_with_cache_control_and_gzip(host):
+    hashed = static_manifest(host)["notes/site.css"]
+    path = f"/static/{hashed}"
+    since = host.check_output("date +%s")
+    hdrs = headers(host, f"{BASE}{path}", "-H", "Accept-Encoding: gzip")
+    assert hdrs.get("content-encoding") == "gzip", hdrs
+    assert "max-age=31536000" in hdrs.get("cache-control", ""), hdrs
+    assert "immutable" in hdrs.get("cache-control", ""), hdrs
+    # nginx logged it, and the app server never saw it.
+    assert path in host.check_output("tail -n 50 /var/log/nginx/access.log")
+    app_log = host.check_output(f"journalctl -u gunicorn@{APP_NAME}.service --since @{since} --no-pager -o cat")
+    assert path not in app_log
+
+
+def test_counter_page_writes_and_reads_the_database(host):
+    first = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))
+    second = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))
+    assert second == first + 1
+
+
+def test_memcached_hits_rise_on_a_repeated_request(host):
+    http_status(host, f"{BASE}/")  # warm the cache
+    before = memcached_stats(host)["get_hits"]
+    http_status(host, f"{BASE}/")
+    http_status(host, f"{BASE}/")
+    after = memcached_stats(host)["get_hits"]
+    assert after >= before + 2, (before, after)
+
+
+def test_upload_is_stored_and_served_by_nginx(host):
+    jar = "/tmp/upload-test.cookies"
+    curl(host, f"{BASE}/uploads/", "-k", "-c", jar, "-o", "/dev/null")
+    token = host.check_output(f"awk '$6 == \"csrftoken\" {{print $7}}' {jar}")
+    payload = f"upload-test-{secrets.token_hex(8)}"
+    host.run(f"printf %s {payload} > /tmp/{payload}.txt")
+    curl(
+        host, f"{BASE}/uploads/", "-k", "-b", jar, "-H", f"X-CSRFToken: {token}",
+        "-H", f"Referer: {BASE}/uploads/", "-F", f"file=@/tmp/{payload}.txt", "-o", "/dev/null",
+    )
+    listing = curl(host, f"{BASE}/uploads/", "-k").stdout
+    match = re.search(r'href="(/media/uploads/[^"]*' + payload + r'[^"]*)"', listing)
+    assert match, listing
+    assert curl(host, f"{BASE}{match.group(1)}", "-k").stdout == payload
+
+
+def test_check_deploy_is_clean(host):
+    result = host.run(f"runuser -u {APP_USER} -- {APP_ROOT}/bin/manage check --deploy --fail-level WARNING")
+    assert result.rc == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_environment_file_is_private_to_the_app_user(host):
+    env = host.file(f"{APP_ROOT}/shared/env")
+    assert env.user == APP_USER
+    assert env.mode == 0o600
+    assert "DJANGO_SECRET_KEY=" in host.check_output(f"cat {APP_ROOT}/shared/env")
+    assert host.run(f"runuser -u nobody -- cat {APP_ROOT}/shared/env").rc != 0
+
+
+def test_code_is_not_writable_by_the_app_user(host):
+    result = host.run(f"runuser -u {APP_USER} -- touch {APP_ROOT}/current/manage.py")
+    assert result.rc != 0

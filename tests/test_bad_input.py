@@ -1,0 +1,110 @@
+"""A role given invalid input fails before changing anything, naming the variable.
+
+The roles run for real here (connection local, check mode as a second safety net):
+the failure must come from argument-spec validation or the preflight asserts, which
+run before the first task that could change the host.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+VALID_SECRET = "s" * 20 + "-unit-test-only-" + "k" * 20
+
+PLAY = """
+- name: Apply one role with the given variables
+  hosts: localhost
+  gather_facts: true
+  roles:
+    - role: {role}
+"""
+
+
+def run_role(tmp_path: Path, role: str, extra: dict) -> subprocess.CompletedProcess:
+    play = tmp_path / "play.yml"
+    play.write_text(PLAY.format(role=role))
+    varfile = tmp_path / "vars.json"
+    varfile.write_text(json.dumps(extra))
+    env = dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+        ANSIBLE_LIBRARY=str(ROOT / "library"),
+        ANSIBLE_INJECT_FACT_VARS="false",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_PYTHON_INTERPRETER=sys.executable,
+        ANSIBLE_LOCALHOST_WARNING="false",
+    )
+    bindir = Path(sys.executable).parent
+    return subprocess.run(
+        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local", "--check", str(play), "-e", f"@{varfile}"],
+        capture_output=True, text=True, env=env, timeout=300, check=False,
+    )
+
+
+def assert_rejected(result: subprocess.CompletedProcess, *needles: str) -> None:
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out
+    for needle in needles:
+        assert needle in out, f"{needle!r} not named in the failure:\n{out[-3000:]}"
+    # Nothing ran past the checks: the recap shows no change.
+    assert "changed=0" in out, out[-2000:]
+
+
+PG_OK = {"postgresql_users": [{"name": "app", "password": "app-password-123"}],
+         "postgresql_databases": [{"name": "app", "owner": "app"}]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"postgresql_version": "fifteen"}, ["postgresql_version"]),
+        ({"postgresql_version": 99}, ["postgresql_version"]),
+        ({"postgresql_users": [{"name": "app"}]}, ["password", "postgresql_users"]),
+        ({"postgresql_hba_entries": [{"type": "host", "database": "all", "user": "all",
+                                      "address": "0.0.0.0/0", "method": "trust"}]}, ["postgresql_hba_entries"]),
+        ({"postgresql_listen_addresses": ["*"]}, ["postgresql_listen_addresses"]),
+        ({"postgresql_databases": [{"name": "x", "owner": "nobody_known"}]}, ["postgresql_databases"]),
+    ],
+    ids=["version-type", "version-unavailable", "user-without-password", "trust-auth", "listen-everywhere", "unknown-owner"],
+)
+def test_postgresql_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "postgresql", {**PG_OK, **extra}), *needles)
+
+
+APP_OK = {
+    "django_app_secret_key": VALID_SECRET,
+    "django_app_db_password": "db-password-123",
+    "django_app_allowed_hosts": ["example.com"],
+    "django_app_source_path": str(ROOT / "examples" / "demoapp"),
+}
+
+
+@pytest.mark.parametrize(
+    ("extra", "drop", "needles"),
+    [
+        ({}, "django_app_secret_key", ["django_app_secret_key"]),
+        ({}, "django_app_db_password", ["django_app_db_password"]),
+        ({"django_app_secret_key": "too-short"}, None, ["django_app_secret_key"]),
+        ({"django_app_secret_key": "CHANGE_ME" + "x" * 50}, None, ["django_app_secret_key"]),
+        ({"django_app_source": "svn"}, None, ["django_app_source"]),
+        ({"django_app_allowed_hosts": []}, None, ["django_app_allowed_hosts"]),
+        ({"django_app_debug": True}, None, ["django_app_debug"]),
+        ({"django_app_db_port": "five"}, None, ["django_app_db_port"]),
+        ({"django_app_source_path": "/nonexistent"}, None, ["django_app_source_path"]),
+        ({"django_app_extra_env": {"X": "it's"}}, None, ["django_app_extra_env"]),
+    ],
+    ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
+         "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value"],
+)
+def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
+    variables = {**APP_OK, **extra}
+    if drop:
+        variables.pop(drop)
+    assert_rejected(run_role(tmp_path, "django_app", variables), *needles)

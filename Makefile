@@ -7,8 +7,8 @@ SHELL := /bin/bash
 
 VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
-# Every molecule scenario, in the order `make test` runs them.
-SCENARIOS ?= default
+# Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
+SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 
 .PHONY: help deps image demo demo-destroy test lint unit molecule bench clean
 

@@ -29,7 +29,8 @@ demo-destroy: ## Remove the demo server
 
 test: image ## Everything CI runs: lint, unit tests, every Molecule scenario
 	@$(MAKE) --no-print-directory lint unit molecule
-	echo "make test stages (lint, unit, molecule: $(SCENARIOS)): 3 passed, 0 failed"
+	echo "make test: lint, unit and molecule ($(SCENARIOS)) passed"
+	echo "stages: 3 passed, 0 failed"
 
 lint: deps ## yamllint, ansible-lint (production profile), role docs in sync with their specs
 	@yamllint --strict .

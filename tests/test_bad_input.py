@@ -27,6 +27,14 @@ PLAY = """
 """
 
 
+# Roles that default to the app's identity (see docs/architecture.md) run next to
+# django_app in the web play; alone, they get those defaults the same way.
+COMPANION_DEFAULTS = {
+    "gunicorn": ["django_app"],
+    "nginx": ["django_app", "gunicorn"],
+}
+
+
 def run_role(tmp_path: Path, role: str, extra: dict) -> subprocess.CompletedProcess:
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(role=role))
@@ -42,8 +50,12 @@ def run_role(tmp_path: Path, role: str, extra: dict) -> subprocess.CompletedProc
         ANSIBLE_LOCALHOST_WARNING="false",
     )
     bindir = Path(sys.executable).parent
+    companions = []
+    for other in COMPANION_DEFAULTS.get(role, []):
+        companions += ["-e", f"@{ROOT / 'roles' / other / 'defaults' / 'main.yml'}"]
     return subprocess.run(
-        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local", "--check", str(play), "-e", f"@{varfile}"],
+        [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local", "--check", str(play),
+         *companions, "-e", f"@{varfile}"],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
 
@@ -108,3 +120,23 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     if drop:
         variables.pop(drop)
     assert_rejected(run_role(tmp_path, "django_app", variables), *needles)
+
+
+@pytest.mark.parametrize(
+    ("role", "extra", "needles"),
+    [
+        ("common", {"common_timezone": "Europe/Berlin; rm -rf /"}, ["common_timezone"]),
+        ("common", {"common_journald_storage": "tape"}, ["common_journald_storage"]),
+        ("memcached", {"memcached_listen_address": "0.0.0.0"}, ["memcached_listen_address"]),
+        ("memcached", {"memcached_memory_mb": "lots"}, ["memcached_memory_mb"]),
+        ("gunicorn", {"gunicorn_workers": 0}, ["gunicorn_workers"]),
+        ("nginx", {"nginx_tls_mode": "letsencrypt", "nginx_server_names": ["example.com"]}, ["nginx_tls_mode"]),
+        ("nginx", {"nginx_tls_mode": "provided", "nginx_server_names": ["example.com"]},
+         ["nginx_tls_certificate"]),
+        ("nginx", {"nginx_server_names": ["_"]}, ["nginx_server_names"]),
+    ],
+    ids=["bad-timezone", "journald-choice", "memcached-everywhere", "memcached-memory-type", "no-workers",
+         "tls-mode-choice", "provided-without-certificate", "catch-all-server-name"],
+)
+def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
+    assert_rejected(run_role(tmp_path, role, extra), *needles)

@@ -94,22 +94,34 @@ def static_manifest(host) -> dict[str, str]:
 
 
 def run_playbook(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run ansible-playbook against the scenario's inventory, as Molecule would."""
+    """Run ansible-playbook against the scenario's inventory, as Molecule would (no colours:
+    Molecule forces them, and they would get in the way of parsing the recap)."""
     cmd = ["ansible-playbook", "-i", INVENTORY, *args]
-    return subprocess.run(cmd, cwd=PROJECT_DIR, capture_output=True, text=True, timeout=timeout, check=False)
+    env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PY_COLORS="0")
+    return subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+RECAP_LINE = re.compile(r"^(\S+)\s+:\s+(ok=\d+.*)$")
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:
-    """Parse PLAY RECAP lines: host -> {ok, changed, unreachable, failed, ...}."""
+    """Parse PLAY RECAP lines: host -> {ok, changed, unreachable, failed, skipped, ...}.
+
+    Fails when there is no recap line with the counts, so that a caller can never
+    mistake an unparsed recap for "nothing changed".
+    """
     result = {}
     in_recap = False
-    for line in output.splitlines():
+    for line in ANSI.sub("", output).splitlines():
         if line.startswith("PLAY RECAP"):
             in_recap = True
             continue
         if in_recap:
-            m = re.match(r"^(\S+)\s+:\s+(.*)$", line)
-            if not m:
-                continue
-            result[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", m.group(2))}
+            m = RECAP_LINE.match(line)
+            if m:
+                result[m.group(1)] = {k: int(v) for k, v in re.findall(r"\b([a-z]+)=(\d+)", m.group(2))}
+    assert result and all("changed" in counts for counts in result.values()), (
+        "no PLAY RECAP with counts in the output:\n" + output[-2000:]
+    )
     return result

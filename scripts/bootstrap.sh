@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
-APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make)
+APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql-15)
 
 [ "$(id -u)" = 0 ] || die "run as root: podman runs rootful containers with systemd, and packages come from apt"
 command -v apt-get >/dev/null || die "apt-get not found: this project's tooling needs Debian 12 (or a derivative with apt)"

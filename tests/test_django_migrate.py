@@ -1,0 +1,309 @@
+"""library/django_migrate.py, run for real as Ansible runs it (a subprocess with JSON args).
+
+The module migrates the small project in tests/django_migrate_fixtures/project (app "shop":
+0001 creates a model, 0002 adds a field, 0003 is a RunPython without reverse; EXTRA_APPS in the
+env file adds "failapp", whose 0002 raises, or "slowapp", whose 0001 sleeps two seconds), once on
+SQLite and once on a throwaway PostgreSQL 15 cluster started for the session.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "library" / "django_migrate.py"
+PROJECT = Path(__file__).resolve().parent / "django_migrate_fixtures" / "project"
+PG_BIN = Path("/usr/lib/postgresql/15/bin")
+PYTHON = sys.executable  # the project venv: Django and psycopg are installed there
+SHOP = ["shop.0001_initial", "shop.0002_item_price", "shop.0003_seed"]
+ENV = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
+
+
+def module_command(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> list[str]:
+    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
+    payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
+    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
+    return [sys.executable, str(MODULE), str(argfile)]
+
+
+def parse(stdout: str, returncode: int) -> dict:
+    result = json.loads(stdout)
+    result["_rc"] = returncode
+    return result
+
+
+def run_module(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> dict:
+    proc = subprocess.run(module_command(tmp_path, check_mode, diff, **args), capture_output=True, text=True,
+                          check=False, env=ENV)
+    assert proc.stdout, proc.stderr
+    return parse(proc.stdout, proc.returncode)
+
+
+# --- databases ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """A PostgreSQL 15 cluster listening on a unix socket only, in a temp dir; removed at the end."""
+    if not (PG_BIN / "initdb").exists():
+        pytest.skip(f"{PG_BIN}/initdb is absent: install postgresql-15 (scripts/bootstrap.sh does)")
+    if os.geteuid() != 0:
+        pytest.skip("the throwaway PostgreSQL cluster is started as the postgres user with runuser, which needs root")
+    base = Path(tempfile.mkdtemp(prefix="djmig-pg-"))
+    shutil.chown(base, "postgres", "postgres")
+    base.chmod(0o755)
+    data = base / "data"
+
+    def as_postgres(*cmd):
+        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, text=True)
+
+    try:
+        as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
+        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "30",
+                    "-o", f"-c listen_addresses='' -k {base} -c fsync=off -c full_page_writes=off", "start")
+    except subprocess.CalledProcessError as exc:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"cannot start the test PostgreSQL cluster: {exc.stderr}")
+    try:
+        yield str(base)
+    finally:
+        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
+                        "-w", "stop"], capture_output=True, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+class Database:
+    """One empty database of one backend, and how to read its django_migrations table."""
+
+    def __init__(self, vendor: str, env: dict, connect):
+        self.vendor, self.env, self.connect = vendor, env, connect
+
+    def applied(self) -> list[str]:
+        conn = self.connect()
+        try:
+            cur = conn.cursor()
+            try:
+                cur.execute("SELECT app, name FROM django_migrations ORDER BY id")
+            except Exception:  # no table yet: nothing applied
+                return []
+            return [f"{app}.{name}" for app, name in cur.fetchall()]
+        finally:
+            conn.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path) -> Database:
+    if request.param == "sqlite":
+        path = tmp_path / "db.sqlite3"
+        return Database("sqlite", {"DB_ENGINE": "sqlite3", "DB_NAME": str(path)}, lambda: sqlite3.connect(path))
+    import psycopg
+
+    host = request.getfixturevalue("pg_cluster")
+    name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
+    with psycopg.connect(host=host, user="postgres", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name}")
+        conn.execute(f"CREATE DATABASE {name}")
+    env = {"DB_ENGINE": "postgresql", "DB_NAME": name, "DB_HOST": host, "DB_USER": "postgres"}
+    return Database("postgresql", env, lambda: psycopg.connect(host=host, user="postgres", dbname=name))
+
+
+def env_file(tmp_path: Path, db: Database, extra_apps: str = "") -> str:
+    """A systemd-style env file: comments, blank lines, quoted values."""
+    path = tmp_path / f"env-{extra_apps or 'plain'}"
+    lines = ["# written by the test", ""]
+    for i, (key, value) in enumerate(sorted(dict(db.env, EXTRA_APPS=extra_apps).items())):
+        quote = ["'", '"', ""][i % 3] if value else "'"
+        lines.append(f"{key}={quote}{value}{quote}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def migrate(tmp_path, db, extra_apps="", check_mode=False, diff=False, **args):
+    return run_module(tmp_path, check_mode=check_mode, diff=diff, project_path=str(PROJECT), python=PYTHON,
+                      env_file=env_file(tmp_path, db, extra_apps), **args)
+
+
+# --- tests -------------------------------------------------------------------------------------
+
+def test_check_mode_lists_pending_and_touches_nothing(tmp_path, db):
+    result = migrate(tmp_path, db, check_mode=True)
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["changed"] is True and result["applied"] == []
+    assert result["pending"] == SHOP
+    assert [step["irreversible"] for step in result["plan"]] == [False, False, True]
+    assert result["vendor"] == db.vendor
+    assert db.applied() == []
+
+
+def test_plan_only_reports_without_change(tmp_path, db):
+    result = migrate(tmp_path, db, plan_only=True)
+    assert result["_rc"] == 0 and result["changed"] is False and result["pending"] == SHOP
+    assert db.applied() == []
+
+
+def test_apply_then_second_run_is_unchanged(tmp_path, db):
+    first = migrate(tmp_path, db)
+    assert first["_rc"] == 0, first.get("msg")
+    assert first["changed"] is True and first["applied"] == SHOP and first["pending"] == []
+    assert "Applying shop.0003_seed... OK" in first["stdout"]
+    assert db.applied() == SHOP
+    again = migrate(tmp_path, db)
+    assert again["_rc"] == 0 and again["changed"] is False and again["applied"] == [] and again["plan"] == []
+
+
+def test_apply_without_lock_runs_manage_py(tmp_path, db):
+    result = migrate(tmp_path, db, lock=False, settings="testproj.settings")
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["changed"] is True and result["applied"] == SHOP and db.applied() == SHOP
+    assert result["cmd"][1:] == ["manage.py", "migrate", "--noinput", "--database", "default"]
+
+
+def test_diff_shows_applied_before_and_after(tmp_path, db):
+    migrate(tmp_path, db, app_label="shop", migration="0001")
+    result = migrate(tmp_path, db, check_mode=True, diff=True)
+    assert result["changed"] is True and result["pending"] == SHOP[1:]
+    assert result["diff"]["before"] == "shop.0001_initial\n"
+    assert result["diff"]["after"] == "".join(m + "\n" for m in SHOP)
+    assert db.applied() == SHOP[:1]
+
+
+def test_backwards_to_0001(tmp_path, db):
+    up = migrate(tmp_path, db, app_label="shop", migration="0002")
+    assert up["_rc"] == 0 and up["applied"] == SHOP[:2]
+    down = migrate(tmp_path, db, app_label="shop", migration="0001")
+    assert down["_rc"] == 0, down.get("msg")
+    assert down["changed"] is True and down["backwards"] is True
+    assert down["applied"] == ["shop.0002_item_price"] and down["irreversible"] == []
+    assert db.applied() == SHOP[:1]
+    zero = migrate(tmp_path, db, app_label="shop", migration="zero")
+    assert zero["_rc"] == 0 and zero["applied"] == ["shop.0001_initial"] and db.applied() == []
+
+
+def test_backwards_over_irreversible_is_flagged_and_refused(tmp_path, db):
+    assert migrate(tmp_path, db)["changed"] is True
+    plan = migrate(tmp_path, db, check_mode=True, app_label="shop", migration="0002")
+    assert plan["_rc"] == 0 and plan["changed"] is True
+    assert plan["irreversible"] == ["shop.0003_seed"] and plan["plan"][0]["backwards"] is True
+    assert "a real run will fail" in json.dumps(plan.get("warnings"))  # 2.19 warnings are structured
+    real = migrate(tmp_path, db, app_label="shop", migration="0002")
+    assert real["_rc"] != 0 and real["failed"] is True
+    assert "irreversible" in real["msg"] and "shop.0003_seed" in real["msg"]
+    assert real["applied"] == [] and real["changed"] is False
+    assert db.applied() == SHOP
+    faked = migrate(tmp_path, db, app_label="shop", migration="0002", fake=True)
+    assert faked["_rc"] == 0 and faked["applied"] == ["shop.0003_seed"] and db.applied() == SHOP[:2]
+
+
+@pytest.mark.parametrize("lock", [True, False], ids=["helper", "manage.py"])
+def test_failing_migration_is_named_and_earlier_ones_stay(tmp_path, db, lock):
+    result = migrate(tmp_path, db, extra_apps="failapp", lock=lock)
+    assert result["_rc"] != 0 and result["failed"] is True
+    assert result["failed_migration"] == "failapp.0002_boom"
+    assert "failapp.0002_boom" in result["msg"] and "boom: this migration always fails" in result["msg"]
+    assert "RuntimeError" in result["stderr"]
+    assert result["applied"] == SHOP + ["failapp.0001_ok"]
+    assert result["pending"] == ["failapp.0002_boom"]
+    assert db.applied() == SHOP + ["failapp.0001_ok"]
+
+
+def test_concurrent_runs_serialize(tmp_path, db):
+    """Two hosts at once: the second waits for the lock, then finds nothing to do."""
+    args = dict(project_path=str(PROJECT), python=PYTHON, env_file=env_file(tmp_path, db, "slowapp"))
+    procs = [subprocess.Popen(module_command(tmp_path, **args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, env=ENV) for _ in range(2)]
+    results = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=60)
+        results.append(parse(out, proc.returncode))
+    assert [r["_rc"] for r in results] == [0, 0], [r.get("msg") for r in results]
+    assert sorted(r["changed"] for r in results) == [False, True]
+    winner = next(r for r in results if r["changed"])
+    waiter = next(r for r in results if not r["changed"])
+    assert winner["applied"] == SHOP + ["slowapp.0001_slow"] and waiter["applied"] == []
+    assert waiter["lock_wait"] > 0.5
+    assert db.applied() == SHOP + ["slowapp.0001_slow"]
+
+
+def test_lock_timeout_fails_clearly(tmp_path, db):
+    """Someone else holds the lock: the run gives up after lock_timeout, naming the lock."""
+    if db.vendor == "sqlite":
+        import fcntl
+
+        holder = open(db.env["DB_NAME"] + ".migrate.lock", "a")
+        fcntl.flock(holder, fcntl.LOCK_EX)
+        release = holder.close
+    else:
+        digest = hashlib.sha256(f"django_migrate:{db.env['DB_NAME']}".encode()).digest()
+        key = int.from_bytes(digest[:8], "big", signed=True)
+        holder = db.connect()
+        holder.execute("SELECT pg_advisory_lock(%s)", [key])
+        release = holder.close
+    try:
+        started = time.monotonic()
+        result = migrate(tmp_path, db, lock_timeout=1)
+        assert time.monotonic() - started < 10
+    finally:
+        release()
+    assert result["_rc"] != 0 and "could not obtain the migration lock" in result["msg"]
+    assert "lock_timeout=1" in result["msg"] and db.applied() == []
+
+
+def test_unknown_target_fails_clearly(tmp_path, db):
+    result = migrate(tmp_path, db, app_label="shop", migration="0009")
+    assert result["_rc"] != 0 and "migration '0009' not found in app 'shop'" in result["msg"]
+    result = migrate(tmp_path, db, app_label="nope")
+    assert result["_rc"] != 0 and "app_label 'nope'" in result["msg"]
+
+
+def test_virtualenv_option(tmp_path):
+    path = tmp_path / "db.sqlite3"
+    env = tmp_path / "env"
+    env.write_text(f"DB_NAME={path}\n")
+    result = run_module(tmp_path, project_path=str(PROJECT), virtualenv=str(Path(PYTHON).parent.parent),
+                        env_file=str(env))
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["changed"] is True and result["applied"] == SHOP
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (dict(python=PYTHON, migration="0001"), "requires app_label"),
+        (dict(python=PYTHON, project_path="/nonexistent"), "project_path /nonexistent has no manage.py"),
+        (dict(virtualenv="/tmp"), "virtualenv /tmp has no executable bin/python"),
+        (dict(python="/nonexistent/python"), "python /nonexistent/python is not an executable"),
+        (dict(python=PYTHON, env_file="/nonexistent/env"), "env_file /nonexistent/env"),
+        (dict(python=PYTHON, settings="no.such.settings", env_file=None), "cannot set up Django"),
+        ({}, "one of the following is required: virtualenv, python"),
+    ],
+    ids=["migration-without-app", "no-manage-py", "venv-without-python", "bad-python", "env-file", "bad-settings",
+         "no-interpreter"],
+)
+def test_bad_input_fails_naming_the_option(tmp_path, args, message):
+    full = dict(project_path=str(PROJECT), env_file=str(tmp_path / "env"))
+    (tmp_path / "env").write_text(f"DB_NAME={tmp_path / 'db.sqlite3'}\n")
+    full.update(args)
+    full = {k: v for k, v in full.items() if v is not None}
+    result = run_module(tmp_path, **full)
+    assert result["_rc"] != 0 and result["failed"] is True
+    assert message in result["msg"]
+
+
+def test_ansible_doc_renders_the_documentation():
+    bindir = Path(sys.executable).parent
+    proc = subprocess.run(
+        [str(bindir / "ansible-doc"), "-M", str(MODULE.parent), "django_migrate"],
+        capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "pg_advisory_lock" in proc.stdout and "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout

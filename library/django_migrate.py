@@ -192,6 +192,14 @@ stderr:
   description: Error output of C(migrate) (the last 40 lines, with the traceback, on failure).
   returned: when migrate ran
   type: str
+leaves:
+  description:
+    - The last migration of every app in the project's migration graph (C(app.name)), that is the
+      state a full C(migrate) of this code reaches. Record it per release to migrate back to it later.
+  returned: always
+  type: list
+  elements: str
+  sample: ["admin.0003_logentry_add_action_flag_choices", "notes.0002_note_pinned"]
 vendor:
   description: Database vendor of the alias (C(postgresql), C(sqlite), ...).
   returned: always
@@ -284,7 +292,8 @@ def state(conn, args):
             "operations": [op.__class__.__name__ for op in ops],
         })
     applied = sorted("%s.%s" % key for key in executor.loader.applied_migrations)
-    return plan, applied
+    leaves = sorted("%s.%s" % key for key in executor.loader.graph.leaf_nodes())
+    return plan, applied, leaves
 
 
 @contextlib.contextmanager
@@ -360,8 +369,8 @@ def applied_now(conn):
 
 def run_migrate(conn, args, info):
     from django.core.management import call_command
-    plan, applied = state(conn, args)
-    info.update(plan=plan, applied_before=applied)
+    plan, applied, leaves = state(conn, args)
+    info.update(plan=plan, applied_before=applied, leaves=leaves)
     if not plan:
         info["ran"] = False
         return
@@ -411,7 +420,7 @@ def main():
             info["vendor"] = conn.vendor
             info["django"] = django.get_version()
             if args["mode"] == "plan":
-                info["plan"], info["applied_before"] = state(conn, args)
+                info["plan"], info["applied_before"], info["leaves"] = state(conn, args)
             else:
                 with migrate_lock(conn, args, info):
                     run_migrate(conn, args, info)
@@ -513,7 +522,7 @@ class Migrator:
         self.python = p["python"] or os.path.join(p["virtualenv"], "bin", "python")
         self.cmd = migrate_command(self.python, p)
         self.result = dict(changed=False, plan=[], pending=[], applied=[], irreversible=[], backwards=False,
-                           cmd=self.cmd, vendor=None)
+                           leaves=[], cmd=self.cmd, vendor=None)
         self.env = self.environment()
 
     def fail(self, msg, **extra):
@@ -563,6 +572,8 @@ class Migrator:
             self.module.warn(warning)
         if info.get("vendor"):
             self.result["vendor"] = info["vendor"]
+        if info.get("leaves"):
+            self.result["leaves"] = info["leaves"]
         if info.get("error"):
             self.fail(info["error"])
         return info

@@ -166,7 +166,8 @@ MEDIA_URL = env_str("DJANGO_MEDIA_URL", "/media/")
 MEDIA_ROOT = env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.ManifestStaticFilesStorage"},
+    # ManifestStaticFilesStorage with one manifest per release (see demoapp/staticfiles.py).
+    "staticfiles": {"BACKEND": "demoapp.staticfiles.ReleaseManifestStaticFilesStorage"},
 }
 # Readable by nginx, whatever the app's umask.
 FILE_UPLOAD_PERMISSIONS = 0o644

@@ -20,6 +20,8 @@ from demoapp.version import VERSION
 from notes.forms import MAX_UPLOAD_SIZE, UploadForm
 from notes.models import Counter, Note, Upload
 
+RELEASE = Path(__file__).resolve().parent.parent.name  # the project directory's name
+
 # The pages render {% static %}; the manifest only exists after collectstatic (tested below).
 PLAIN_STATIC = {
     **settings.STORAGES,
@@ -148,7 +150,7 @@ class HealthzTests(PageTestCase):
     def test_ok(self) -> None:
         response = self.client.get("/healthz")
         self.assertEqual(response.status_code, 200)
-        self.assertEqual(response.json(), {"database": "ok", "cache": "ok", "version": VERSION})
+        self.assertEqual(response.json(), {"database": "ok", "cache": "ok", "version": VERSION, "release": RELEASE})
         self.assertIn("no-store", response["Cache-Control"])
 
     def test_503_when_the_cache_is_broken(self) -> None:
@@ -160,7 +162,7 @@ class HealthzTests(PageTestCase):
             response = self.client.get("/healthz")
         self.assertEqual(response.status_code, 503)
         self.assertEqual(
-            json.loads(response.content), {"database": "ok", "cache": "error", "version": VERSION}
+            json.loads(response.content), {"database": "ok", "cache": "error", "version": VERSION, "release": RELEASE}
         )
         self.assertIn("memcached is down", "\n".join(logs.output))
 
@@ -179,7 +181,7 @@ class HealthzTests(PageTestCase):
         ):
             response = self.client.get("/healthz")
         self.assertEqual(response.status_code, 503)
-        self.assertEqual(response.json(), {"database": "error", "cache": "ok", "version": VERSION})
+        self.assertEqual(response.json(), {"database": "error", "cache": "ok", "version": VERSION, "release": RELEASE})
 
     @override_settings(SECURE_SSL_REDIRECT=True)
     def test_plain_http_is_not_redirected(self) -> None:
@@ -207,7 +209,9 @@ class StaticFilesTests(TestCase):
             override_settings(STATIC_ROOT=static_root),
         ):
             call_command("collectstatic", interactive=False, verbosity=0)
-            manifest = json.loads((Path(static_root) / "staticfiles.json").read_text())
+            manifests = [p.name for p in Path(static_root).glob("staticfiles*.json")]
+            manifest = json.loads((Path(static_root) / f"staticfiles-{RELEASE}.json").read_text())
+        self.assertEqual(manifests, [f"staticfiles-{RELEASE}.json"])  # one manifest, this release's
         self.assertIn("notes/site.css", manifest["paths"])
         self.assertIn("notes/logo.png", manifest["paths"])
 

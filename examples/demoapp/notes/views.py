@@ -1,6 +1,7 @@
 import logging
 from uuid import uuid4
 
+from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
 from django.db import connection, transaction
@@ -98,4 +99,9 @@ def healthz(request: HttpRequest) -> JsonResponse:
         "cache": "ok" if _cache_ok() else "error",
     }
     healthy = all(state == "ok" for state in checks.values())
-    return JsonResponse({**checks, "version": VERSION}, status=200 if healthy else 503)
+    # "release" names the directory the code runs from (releases/<id> on a server), so a
+    # deploy can tell which release a worker serves.
+    return JsonResponse(
+        {**checks, "version": VERSION, "release": settings.BASE_DIR.name},
+        status=200 if healthy else 503,
+    )

@@ -87,9 +87,14 @@ def listeners(host, port: int, proto: str = "tcp") -> list[str]:
     return found
 
 
+def current_release(host) -> str:
+    """Id of the release `current` points to."""
+    return host.check_output(f"readlink {APP_ROOT}/current").rsplit("/", 1)[-1]
+
+
 def static_manifest(host) -> dict[str, str]:
-    """ManifestStaticFilesStorage's map of source name -> hashed name."""
-    data = host.file(f"{APP_ROOT}/static/staticfiles.json").content_string
+    """The current release's map of source name -> hashed name (one manifest per release)."""
+    data = host.file(f"{APP_ROOT}/static/staticfiles-{current_release(host)}.json").content_string
     return json.loads(data)["paths"]
 
 

@@ -1,0 +1,18 @@
+# Version B of the deploy scenario: a reversible schema change (AddField).
+
+from django.db import migrations, models
+
+
+class Migration(migrations.Migration):
+
+    dependencies = [
+        ("notes", "0001_initial"),
+    ]
+
+    operations = [
+        migrations.AddField(
+            model_name="note",
+            name="pinned",
+            field=models.BooleanField(db_default=False, default=False),
+        ),
+    ]

@@ -11,11 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +22,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 MODULE = ROOT / "library" / "django_migrate.py"
 PROJECT = Path(__file__).resolve().parent / "django_migrate_fixtures" / "project"
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
 PYTHON = sys.executable  # the project venv: Django and psycopg are installed there
 SHOP = ["shop.0001_initial", "shop.0002_item_price", "shop.0003_seed"]
 ENV = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
@@ -52,34 +49,7 @@ def run_module(tmp_path: Path, check_mode: bool = False, diff: bool = False, **a
 
 # --- databases ---------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
-def pg_cluster():
-    """A PostgreSQL 15 cluster listening on a unix socket only, in a temp dir; removed at the end."""
-    if not (PG_BIN / "initdb").exists():
-        pytest.skip(f"{PG_BIN}/initdb is absent: install postgresql-15 (scripts/bootstrap.sh does)")
-    if os.geteuid() != 0:
-        pytest.skip("the throwaway PostgreSQL cluster is started as the postgres user with runuser, which needs root")
-    base = Path(tempfile.mkdtemp(prefix="djmig-pg-"))
-    shutil.chown(base, "postgres", "postgres")
-    base.chmod(0o755)
-    data = base / "data"
-
-    def as_postgres(*cmd):
-        subprocess.run(["runuser", "-u", "postgres", "--", *cmd], check=True, capture_output=True, text=True)
-
-    try:
-        as_postgres(str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync", "-E", "UTF8")
-        as_postgres(str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-t", "30",
-                    "-o", f"-c listen_addresses='' -k {base} -c fsync=off -c full_page_writes=off", "start")
-    except subprocess.CalledProcessError as exc:
-        shutil.rmtree(base, ignore_errors=True)
-        pytest.fail(f"cannot start the test PostgreSQL cluster: {exc.stderr}")
-    try:
-        yield str(base)
-    finally:
-        subprocess.run(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-m", "immediate",
-                        "-w", "stop"], capture_output=True, check=False)
-        shutil.rmtree(base, ignore_errors=True)
+# pg_cluster (a throwaway PostgreSQL 15 cluster for the session) comes from conftest.py.
 
 
 class Database:
@@ -108,13 +78,14 @@ def db(request, tmp_path) -> Database:
         return Database("sqlite", {"DB_ENGINE": "sqlite3", "DB_NAME": str(path)}, lambda: sqlite3.connect(path))
     import psycopg
 
-    host = request.getfixturevalue("pg_cluster")
+    cluster = request.getfixturevalue("pg_cluster")
+    host, port = cluster.host, cluster.port
     name = "t_" + hashlib.sha1(request.node.nodeid.encode()).hexdigest()[:16]
-    with psycopg.connect(host=host, user="postgres", dbname="postgres", autocommit=True) as conn:
+    with psycopg.connect(host=host, port=port, user="postgres", dbname="postgres", autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
         conn.execute(f"CREATE DATABASE {name}")
-    env = {"DB_ENGINE": "postgresql", "DB_NAME": name, "DB_HOST": host, "DB_USER": "postgres"}
-    return Database("postgresql", env, lambda: psycopg.connect(host=host, user="postgres", dbname=name))
+    env = {"DB_ENGINE": "postgresql", "DB_NAME": name, "DB_HOST": host, "DB_PORT": str(port), "DB_USER": "postgres"}
+    return Database("postgresql", env, lambda: psycopg.connect(host=host, port=port, user="postgres", dbname=name))
 
 
 def env_file(tmp_path: Path, db: Database, extra_apps: str = "") -> str:
@@ -148,6 +119,7 @@ def test_check_mode_lists_pending_and_touches_nothing(tmp_path, db):
 def test_plan_only_reports_without_change(tmp_path, db):
     result = migrate(tmp_path, db, plan_only=True)
     assert result["_rc"] == 0 and result["changed"] is False and result["pending"] == SHOP
+    assert "shop.0003_seed" in result["leaves"]  # the state a full migrate of this code reaches
     assert db.applied() == []
 
 
@@ -157,6 +129,7 @@ def test_apply_then_second_run_is_unchanged(tmp_path, db):
     assert first["changed"] is True and first["applied"] == SHOP and first["pending"] == []
     assert "Applying shop.0003_seed... OK" in first["stdout"]
     assert db.applied() == SHOP
+    assert "shop.0003_seed" in first["leaves"] and "shop.0002_item_price" not in first["leaves"]
     again = migrate(tmp_path, db)
     assert again["_rc"] == 0 and again["changed"] is False and again["applied"] == [] and again["plan"] == []
 

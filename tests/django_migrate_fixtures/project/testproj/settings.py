@@ -1,6 +1,6 @@
 """Settings of the test project: the database and extra apps come from the environment.
 
-DB_ENGINE (sqlite3 or postgresql), DB_NAME, DB_HOST, DB_USER: the database.
+DB_ENGINE (sqlite3 or postgresql), DB_NAME, DB_HOST, DB_PORT, DB_USER: the database.
 EXTRA_APPS: comma-separated apps to add, "failapp" (a migration that raises) and/or
 "slowapp" (a migration that sleeps two seconds).
 """
@@ -16,6 +16,7 @@ DATABASES = {
         "ENGINE": "django.db.backends." + os.environ.get("DB_ENGINE", "sqlite3"),
         "NAME": os.environ["DB_NAME"],
         "HOST": os.environ.get("DB_HOST", ""),
+        "PORT": os.environ.get("DB_PORT", ""),
         "USER": os.environ.get("DB_USER", ""),
     }
 }

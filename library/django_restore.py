@@ -1,0 +1,333 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: django-stack maintainers
+# MIT License (see LICENSE)
+"""Restore a backup set made by django_backup: verify everything, restore next to the live data, swap in."""
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: django_restore
+short_description: Restore a Django stack's database and media from a verified backup set on S3
+description:
+  - Picks a set made by M(django_backup) (O(backup_set=latest), the newest complete set, or a set id) and refuses
+    an incomplete or unknown set.
+  - Checks the free space of O(download_dir) (and of the media's filesystem) against the sizes in the manifest,
+    downloads the objects, and verifies the size and SHA-256 of every one of them B(before) restoring anything.
+    Encrypted sets are decrypted with O(age_identity) on the way into C(pg_restore) and C(tar).
+  - The database is restored with C(pg_restore --exit-on-error --no-owner --role=<owner>); any error fails the task.
+    The row count of every table is then compared with the manifest; a difference fails the task.
+  - O(db_restore_mode=swap) (the default) restores into a new database C(<db_name>_restore_<set>) (owner
+    O(db_owner), C(TEMPLATE template0), the live database's encoding, locale, privileges and settings, CONNECT and
+    TEMPORARY revoked from PUBLIC), then terminates the live database's connections and renames it to
+    C(<db_name>_before_<time>) (kept, drop it yourself once satisfied) and the new one to O(db_name).
+    On any failure the new database is dropped and the live one is untouched.
+  - O(db_restore_mode=in_place) runs C(pg_restore --clean --if-exists --single-transaction) into the live database, so
+    a failed restore is rolled back; O(db_restore_mode=scratch) restores into O(db_scratch_name) (dropped
+    first if it exists) and leaves it, for restore drills; C(skip) leaves the database alone.
+  - O(media_restore_mode=swap) extracts into a temporary sibling of O(media_root) (C(tar --no-same-owner)),
+    checks the file count and bytes against the manifest, gives the files to O(media_owner)/O(media_group)
+    (default, the owner of the current O(media_root)), then renames O(media_root) to C(<media_root>.before-<time>)
+    (kept) and the new directory to O(media_root). C(scratch) extracts into O(media_scratch_dir); C(skip) does nothing.
+  - Both swaps happen only after both the database and the media were restored and verified.
+version_added: "1.0.0"
+author:
+  - django-stack maintainers
+options:
+  s3_bucket:
+    description: Bucket that holds the backup sets (on AWS S3 or any S3-compatible store).
+    type: str
+    required: true
+  s3_prefix:
+    description:
+      - Key prefix under which the sets live, one "directory" per set (C(<prefix>/<set_id>/...)).
+        Leading and trailing slashes are ignored; empty puts the sets at the top of the bucket.
+      - Give every site (or database) its own prefix; retention applies to everything under it.
+    type: str
+    default: backups
+  s3_endpoint_url:
+    description:
+      - URL of an S3-compatible endpoint (MinIO, Ceph RGW, Garage, ...), such as C(https://minio.example.net:9000).
+        Unset for AWS S3 itself.
+    type: str
+  s3_region:
+    description: Region of the bucket (AWS), or the region the S3-compatible store expects in signatures.
+    type: str
+  s3_access_key:
+    description:
+      - Access key id. With O(s3_secret_key); when both are unset, boto3's default chain is used
+        (environment, C(~/.aws/credentials), an EC2 instance role...).
+    type: str
+  s3_secret_key:
+    description: Secret access key that goes with O(s3_access_key).
+    type: str
+  s3_session_token:
+    description: Session token of temporary credentials (STS), with O(s3_access_key) and O(s3_secret_key).
+    type: str
+  s3_addressing_style:
+    description:
+      - C(path) (C(https://host/bucket/key)) or C(virtual) (C(https://bucket.host/key)) requests.
+        C(auto) uses C(path) with O(s3_endpoint_url) and lets botocore choose for AWS.
+    type: str
+    choices: [auto, path, virtual]
+    default: auto
+  s3_ca_bundle:
+    description: CA bundle (PEM) to verify the endpoint's TLS certificate with, for a store with a private CA.
+    type: path
+  s3_connect_timeout:
+    description: Seconds to wait for a connection to the endpoint.
+    type: int
+    default: 10
+  s3_read_timeout:
+    description: Seconds to wait for an answer from the endpoint.
+    type: int
+    default: 120
+  s3_max_attempts:
+    description: Attempts per S3 request (botocore's C(standard) retry mode, with backoff) before failing.
+    type: int
+    default: 5
+  db_name:
+    description: Name of the database.
+    type: str
+  db_host:
+    description: Directory of PostgreSQL's Unix socket, or a host name or address for TCP.
+    type: str
+    default: /var/run/postgresql
+  db_port:
+    description: Port of the server (also the number in the socket file's name).
+    type: int
+    default: 5432
+  db_user:
+    description:
+      - Role to connect as. C(postgres) (peer authentication on the socket), or the app's owner role over
+        TCP with O(db_password) (an owner can dump its own database).
+    type: str
+    default: postgres
+  db_password:
+    description: Password of O(db_user) (TCP connections with scram-sha-256 or md5).
+    type: str
+  db_os_user:
+    description:
+      - OS user that runs C(pg_dump)/C(pg_restore) and opens the connections, for peer authentication.
+        Honoured only when the module runs as root; a warning says so otherwise.
+      - Unset means C(postgres) when running as root, O(db_host) is a socket directory and the user exists;
+        else the user the module runs as.
+    type: str
+  pg_bin_dir:
+    description:
+      - Directory of C(pg_dump) and C(pg_restore). Unset picks C(/usr/lib/postgresql/<N>/bin) with the
+        smallest N not older than the server, else the ones on E(PATH).
+    type: path
+  db_maintenance_name:
+    description: Database to connect to for C(CREATE DATABASE), renames and drops.
+    type: str
+    default: postgres
+  db_owner:
+    description:
+      - Owner role of the restored database and of every object in it (C(pg_restore --role)).
+      - Default, the owner of the live database, else O(db_user). The role must exist.
+    type: str
+  db_restore_mode:
+    description: How the database is restored (see the description).
+    type: str
+    choices: [swap, in_place, scratch, skip]
+    default: swap
+  db_scratch_name:
+    description:
+      - Database to restore into with O(db_restore_mode=scratch); dropped and recreated. Must differ from O(db_name).
+    type: str
+  db_analyze:
+    description: Run C(ANALYZE) on the restored database before it is swapped in, so the planner has statistics at once.
+    type: bool
+    default: true
+  media_root:
+    description: The live media directory (Django's C(MEDIA_ROOT)), for O(media_restore_mode=swap).
+    type: path
+  media_restore_mode:
+    description:
+      - How the media are restored (see the description). Default C(swap) when O(media_root) is given, else C(skip).
+      - C(swap) or C(scratch) with a set made without media fails.
+    type: str
+    choices: [swap, scratch, skip]
+  media_scratch_dir:
+    description: Directory (absent or empty) to extract the media into with O(media_restore_mode=scratch).
+    type: path
+  media_owner:
+    description: Owner of the restored media files. Default, the owner of the current O(media_root).
+    type: str
+  media_group:
+    description: Group of the restored media files. Default, the group of the current O(media_root).
+    type: str
+  backup_set:
+    description: C(latest) (the newest complete set) or the id of a complete set.
+    type: str
+    default: latest
+  download_dir:
+    description:
+      - Directory the objects are downloaded to (in a private subdirectory, removed afterwards unless O(keep_download)).
+        Its free space must hold the objects; the task fails before downloading when it cannot.
+    type: path
+    default: /var/tmp
+  keep_download:
+    description: Keep the downloaded objects (reported in RV(download_dir)).
+    type: bool
+    default: false
+  age_identity:
+    description:
+      - Text of an age identity file (C(AGE-SECRET-KEY-1...)) or of an SSH private key, to decrypt an encrypted set.
+        Written to a 0600 file in the private download directory for the time of the run.
+    type: str
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Picks and validates the set, checks free space, the identity and the database connection, and reports what
+        would be downloaded and restored where. Nothing is downloaded or changed.
+  diff_mode:
+    support: none
+notes:
+  - Run as root on the database host (with C(become)); C(pg_restore) then runs as C(postgres) (see O(db_os_user)).
+    Over TCP as the owner role, O(db_restore_mode=swap) needs the role to have C(CREATEDB).
+  - Stop the application, or put it in maintenance mode, while restoring. The swap terminates its database
+    connections, and writes made during the restore are not in the restored data.
+requirements:
+  - Python 3.9 or later with boto3 and psycopg2 on the host (Debian 12 C(python3-boto3) and C(python3-psycopg2)).
+  - C(pg_restore) (C(postgresql-client-15)), GNU tar, and C(age) for encrypted sets.
+seealso:
+  - module: django_backup
+  - module: django_backup_info
+"""
+
+EXAMPLES = r"""
+- name: Restore the newest complete set, database and media, swapping them in
+  django_restore:
+    db_name: demoapp
+    media_root: /srv/demoapp/shared/media
+    s3_bucket: acme-backups
+    s3_prefix: demoapp/prod
+  become: true
+  register: _restore
+
+- name: Restore drill - one set into a scratch database and directory, the live data untouched
+  django_restore:
+    backup_set: 20261124T031500Z-3f9a1c
+    db_name: demoapp
+    db_restore_mode: scratch
+    db_scratch_name: demoapp_drill
+    media_restore_mode: scratch
+    media_scratch_dir: /var/tmp/demoapp-drill-media
+    s3_bucket: acme-backups
+    s3_prefix: demoapp/prod
+    age_identity: "{{ vault_backup_age_identity }}"
+  become: true
+"""
+
+RETURN = r"""
+set_id:
+  description: Id of the set restored.
+  returned: always
+  type: str
+  sample: 20261124T031500Z-3f9a1c
+created_at:
+  description: When the set was made.
+  returned: always
+  type: str
+release_id:
+  description: Release recorded in the set's manifest.
+  returned: always
+  type: str
+encrypted:
+  description: Whether the set was encrypted with age.
+  returned: always
+  type: bool
+objects:
+  description: Objects needed for this restore (key and size).
+  returned: always
+  type: list
+  elements: dict
+downloaded:
+  description: Objects downloaded and verified, with size, SHA-256 and seconds.
+  returned: when not in check mode
+  type: list
+  elements: dict
+would_download:
+  description: Keys that would be downloaded.
+  returned: in check mode
+  type: list
+  elements: str
+space:
+  description: Free space checked per filesystem (path, needed and free bytes).
+  returned: always
+  type: list
+  elements: dict
+download_dir:
+  description: Where the objects were downloaded (the private subdirectory with O(keep_download)).
+  returned: when not in check mode
+  type: str
+database:
+  description:
+    - What was restored - RV(database.mode), RV(database.name) (the live name), RV(database.restored_into),
+      RV(database.owner), RV(database.previous) (the kept previous database after a swap, or null),
+      RV(database.tables), RV(database.rows) and RV(database.table_rows) (rows per table, equal to the manifest's).
+    - After O(db_restore_mode=in_place), RV(database.tables_not_in_backup) lists the tables made after the backup,
+      which C(pg_restore --clean) leaves as they are (a warning says so too).
+  returned: always
+  type: dict
+  sample: {"mode": "swap", "name": "demoapp", "restored_into": "demoapp_restore_20261124t031500z_3f9a1c",
+           "previous": "demoapp_before_20261125101500", "owner": "demoapp", "tables": 12, "rows": 184220}
+media:
+  description:
+    - What was restored - RV(media.mode), RV(media.path), RV(media.files), RV(media.bytes), and RV(media.previous)
+      (the kept previous directory after a swap, or null).
+  returned: always
+  type: dict
+  sample: {"mode": "swap", "path": "/srv/demoapp/shared/media", "files": 1532, "bytes": 310378496,
+           "previous": "/srv/demoapp/shared/media.before-20261125101500"}
+timings:
+  description: Seconds spent selecting the set, downloading, restoring and verifying, swapping, and in total.
+  returned: always
+  type: dict
+"""
+
+import traceback
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.django_stack_backup import (
+    SPEC,
+    BackupError,
+    argument_spec,
+    handle_signals,
+    make_config,
+    restore,
+)
+
+
+def main():
+    module = AnsibleModule(
+        argument_spec=argument_spec("s3", "db", "restore"),
+        required_if=[
+            ("db_restore_mode", "swap", ["db_name"]),
+            ("db_restore_mode", "in_place", ["db_name"]),
+            ("db_restore_mode", "scratch", ["db_scratch_name"]),
+            ("media_restore_mode", "swap", ["media_root"]),
+            ("media_restore_mode", "scratch", ["media_scratch_dir"]),
+        ],
+        supports_check_mode=True,
+    )
+    params = {k: v for k, v in module.params.items() if k in SPEC}
+    try:
+        with handle_signals():
+            result = restore(make_config(params), check_mode=module.check_mode)
+    except BackupError as exc:
+        module.fail_json(msg="django_restore: %s" % exc)
+    except Exception as exc:  # a bug: fail with the traceback rather than a bare MODULE FAILURE
+        module.fail_json(msg="django_restore: unexpected error %s: %s" % (type(exc).__name__, exc),
+                         exception=traceback.format_exc())
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 
-.PHONY: help deps image demo demo-destroy test lint unit molecule bench clean
+.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-deploy bench-backup clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,12 @@ molecule: image ## Every Molecule scenario (create, converge, idempotence, verif
 
 bench: image ## Converge figures: first and second converge next to the apt+pip floor
 	@python3 bench/converge.py
+
+bench-deploy: image ## Requests dropped during a deploy, next to a naive restart; code-only deploy time
+	@python3 bench/deploy.py
+
+bench-backup: deps ## Backup/restore figures (1.6 GB database, 300 MB media) next to pg_dump + upload_file
+	@python3 bench/backup.py
 
 clean: demo-destroy ## Remove the demo server, caches and .venv
 	@rm -rf .cache $(VENV)

@@ -53,6 +53,12 @@ options:
         Blank lines and lines starting with C(#) or C(;) are ignored; one level of single or double
         quotes around a value is removed. The variables are passed to the Django process only.
     type: path
+  env:
+    description:
+      - Extra environment variables for the Django process; they override the same names from
+        O(env_file) (for instance the database name of a scratch copy in a restore drill).
+    type: dict
+    default: {}
   database:
     description: Database alias from C(DATABASES) to migrate.
     type: str
@@ -542,6 +548,7 @@ class Migrator:
             if bad:
                 self.module.warn("env_file %s: lines %s are not KEY=value and were ignored"
                                  % (p["env_file"], ", ".join(map(str, bad))))
+        env.update({str(k): str(v) for k, v in (p["env"] or {}).items()})
         if p["settings"]:
             env["DJANGO_SETTINGS_MODULE"] = p["settings"]
         elif "DJANGO_SETTINGS_MODULE" not in env and not os.environ.get("DJANGO_SETTINGS_MODULE"):
@@ -654,6 +661,7 @@ def main():
             python=dict(type="path"),
             settings=dict(type="str"),
             env_file=dict(type="path"),
+            env=dict(type="dict", default={}),
             database=dict(type="str", default="default"),
             app_label=dict(type="str"),
             migration=dict(type="str"),

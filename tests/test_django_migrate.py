@@ -238,6 +238,16 @@ def test_unknown_target_fails_clearly(tmp_path, db):
     assert result["_rc"] != 0 and "app_label 'nope'" in result["msg"]
 
 
+def test_env_overrides_the_env_file(tmp_path):
+    """`env` wins over env_file: here it points the run at another database."""
+    (tmp_path / "env").write_text(f"DB_NAME={tmp_path / 'live.sqlite3'}\n")
+    scratch = tmp_path / "scratch.sqlite3"
+    result = run_module(tmp_path, project_path=str(PROJECT), python=PYTHON, env_file=str(tmp_path / "env"),
+                        env={"DB_NAME": str(scratch)})
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["applied"] == SHOP and scratch.exists() and not (tmp_path / "live.sqlite3").exists()
+
+
 def test_virtualenv_option(tmp_path):
     path = tmp_path / "db.sqlite3"
     env = tmp_path / "env"

@@ -8,7 +8,9 @@ cd "$(dirname "$0")/.."
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
 # python3-boto3, python3-psycopg2 and age: the backup modules' tests run them under Debian's python3, as on a server.
-APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql-15 python3-boto3 python3-psycopg2 age)
+# The CNI dnsname plugin: containers of a scenario find each other by name (Debian's podman uses CNI).
+APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql-15 python3-boto3 python3-psycopg2 age
+    golang-github-containernetworking-plugin-dnsname)
 
 [ "$(id -u)" = 0 ] || die "run as root: podman runs rootful containers with systemd, and packages come from apt"
 command -v apt-get >/dev/null || die "apt-get not found: this project's tooling needs Debian 12 (or a derivative with apt)"

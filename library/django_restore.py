@@ -233,6 +233,10 @@ created_at:
   description: When the set was made.
   returned: always
   type: str
+age_seconds:
+  description: Age of the set when the restore started (the recovery point of a restore drill).
+  returned: always
+  type: int
 release_id:
   description: Release recorded in the set's manifest.
   returned: always

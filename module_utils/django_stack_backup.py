@@ -1813,7 +1813,8 @@ class Restorer:
             needed.append(objects["media"])
         self.timer.mark("select", started)
         result = dict(changed=bool(needed), set_id=set_id, created_at=manifest["created_at"],
-                      release_id=manifest.get("release_id"), encrypted=bool(manifest.get("encryption")),
+                      age_seconds=chosen.get("age_seconds"), release_id=manifest.get("release_id"),
+                      encrypted=bool(manifest.get("encryption")),
                       objects=[dict(key=o["key"], size=o["size"]) for o in needed], warnings=self.warnings,
                       database=dict(mode="skip"), media=dict(mode="skip"))
         if want_db:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shlex
 import subprocess
 from pathlib import Path
@@ -54,6 +55,29 @@ def headers(host, url: str, *args: str) -> dict[str, str]:
             name, value = line.split(":", 1)
             result[name.strip().lower()] = value.strip()
     return result
+
+
+def post_form(host, path: str, *fields: str) -> str:
+    """POST a form to the site as a browser would (CSRF cookie and header, Referer); `fields` are
+    curl -F arguments. Returns the status code."""
+    jar = f"/tmp/form-{secrets.token_hex(4)}.cookies"
+    curl(host, f"https://localhost{path}", "-k", "-c", jar, "-o", "/dev/null")
+    token = host.check_output(f"awk '$6 == \"csrftoken\" {{print $7}}' {jar}")
+    args = [arg for field in fields for arg in ("-F", field)]
+    out = curl(host, f"https://localhost{path}", "-k", "-b", jar, "-H", f"X-CSRFToken: {token}",
+               "-H", f"Referer: https://localhost{path}", *args, "-o", "/dev/null", "-w", "%{http_code}").stdout
+    host.run(f"rm -f {jar}")
+    return out.strip()
+
+
+def upload(host, name: str, content: str) -> str:
+    """Upload a file through the site; returns its /media/ URL path."""
+    host.run(f"printf %s {shlex.quote(content)} > /tmp/{name}")
+    assert post_form(host, "/uploads/", f"file=@/tmp/{name}") == "302"
+    listing = curl(host, "https://localhost/uploads/", "-k").stdout
+    match = re.search(r'href="(/media/uploads/[^"]*' + re.escape(Path(name).stem) + r'[^"]*)"', listing)
+    assert match, listing
+    return match.group(1)
 
 
 def memcached_stats(host, address: str = "127.0.0.1", port: int = 11211) -> dict[str, int]:

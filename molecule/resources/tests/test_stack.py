@@ -18,6 +18,7 @@ from stackhelpers import (
     memcached_stats,
     podman_hosts,
     static_manifest,
+    upload,
 )
 
 testinfra_hosts = podman_hosts("webservers")[:1]
@@ -136,19 +137,9 @@ def test_memcached_hits_rise_on_a_repeated_request(host):
 
 
 def test_upload_is_stored_and_served_by_nginx(host):
-    jar = "/tmp/upload-test.cookies"
-    curl(host, f"{BASE}/uploads/", "-k", "-c", jar, "-o", "/dev/null")
-    token = host.check_output(f"awk '$6 == \"csrftoken\" {{print $7}}' {jar}")
     payload = f"upload-test-{secrets.token_hex(8)}"
-    host.run(f"printf %s {payload} > /tmp/{payload}.txt")
-    curl(
-        host, f"{BASE}/uploads/", "-k", "-b", jar, "-H", f"X-CSRFToken: {token}",
-        "-H", f"Referer: {BASE}/uploads/", "-F", f"file=@/tmp/{payload}.txt", "-o", "/dev/null",
-    )
-    listing = curl(host, f"{BASE}/uploads/", "-k").stdout
-    match = re.search(r'href="(/media/uploads/[^"]*' + payload + r'[^"]*)"', listing)
-    assert match, listing
-    assert curl(host, f"{BASE}{match.group(1)}", "-k").stdout == payload
+    url = upload(host, f"{payload}.txt", payload)
+    assert curl(host, f"{BASE}{url}", "-k").stdout == payload
 
 
 def test_check_deploy_is_clean(host):

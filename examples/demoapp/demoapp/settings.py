@@ -63,7 +63,9 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "haystack",
     "notes.apps.NotesConfig",
+    "jobs.apps.JobsConfig",
 ]
 
 MIDDLEWARE = [
@@ -82,7 +84,8 @@ WSGI_APPLICATION = "demoapp.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        # templates/search_configuration: haystack's Solr schema templates, fixed for Solr 9.
+        "DIRS": [BASE_DIR / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -164,6 +167,9 @@ STATIC_URL = env_str("DJANGO_STATIC_URL", "/static/")
 STATIC_ROOT = env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "static"))
 MEDIA_URL = env_str("DJANGO_MEDIA_URL", "/media/")
 MEDIA_ROOT = env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
+# For bench/appserver.py only: the app also serves STATIC_ROOT itself under this prefix (as a
+# site without nginx in front would), to compare with nginx serving the same file. Off unless set.
+BENCH_SERVE_STATIC_AT = env_str("DJANGO_BENCH_SERVE_STATIC_AT")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # ManifestStaticFilesStorage with one manifest per release (see demoapp/staticfiles.py).
@@ -200,6 +206,40 @@ LOGGING = {
     "root": {"handlers": ["stderr"], "level": LOG_LEVEL},
     # Drop Django's own handlers (console only in DEBUG, mail_admins) and use the root's.
     "loggers": {"django": {"handlers": [], "level": LOG_LEVEL, "propagate": True}},
+}
+
+# Search: django-haystack on the Solr core DJANGO_SOLR_URL names; without one (unit tests,
+# runserver) haystack's simple backend searches the database. Saving or deleting a note updates
+# the index at once. An indexing error is logged, not raised: a Solr outage must not break
+# saving a note (deploys run `update_index` with DJANGO_HAYSTACK_SILENTLY_FAIL=false instead).
+SOLR_URL = env_str("DJANGO_SOLR_URL")
+if SOLR_URL:
+    HAYSTACK_CONNECTIONS = {
+        "default": {
+            "ENGINE": "haystack.backends.solr_backend.SolrEngine",
+            "URL": SOLR_URL,
+            "ADMIN_URL": SOLR_URL.rstrip("/").rsplit("/", 1)[0] + "/admin/cores",
+            "TIMEOUT": 10,
+            "SILENTLY_FAIL": env_bool("DJANGO_HAYSTACK_SILENTLY_FAIL", True),
+        }
+    }
+else:
+    HAYSTACK_CONNECTIONS = {"default": {"ENGINE": "haystack.backends.simple_backend.SimpleEngine"}}
+HAYSTACK_SIGNAL_PROCESSOR = "haystack.signals.RealtimeSignalProcessor"
+
+# Celery (demoapp/celery.py reads the CELERY_* settings). Without a broker URL (unit tests,
+# runserver) tasks run in the calling process instead of being queued.
+CELERY_BROKER_URL = env_str("DJANGO_CELERY_BROKER_URL")
+CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Results live in the models the tasks write (jobs.models), not in a result backend.
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+CELERY_BEAT_SCHEDULE = {
+    "heartbeat": {
+        "task": "jobs.tasks.heartbeat",
+        "schedule": env_int("DJANGO_CELERY_HEARTBEAT_SECONDS", 60),
+    },
 }
 
 SENTRY_DSN = env_str("SENTRY_DSN")

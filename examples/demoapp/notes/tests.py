@@ -233,3 +233,33 @@ class SettingsTests(TestCase):
         result = run_manage("check")
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("ImproperlyConfigured: DJANGO_SECRET_KEY is not set", result.stderr)
+
+
+@override_settings(STORAGES=PLAIN_STATIC, SECURE_SSL_REDIRECT=False)
+class SearchTests(TestCase):
+    """The search page (haystack's simple backend here; Solr on a server)."""
+
+    def test_finds_notes_by_their_words(self) -> None:
+        Note.objects.create(title="Harbour report", body="The tide came in at noon.")
+        Note.objects.create(title="Kitchen", body="Bread and butter.")
+        response = self.client.get("/search/", {"q": "tide"})
+        self.assertContains(response, "Harbour report")
+        self.assertNotContains(response, "Kitchen")
+        self.assertContains(response, "1 result for")
+
+    def test_an_empty_query_shows_the_form_only(self) -> None:
+        response = self.client.get("/search/")
+        self.assertContains(response, 'name="q"')
+        self.assertNotContains(response, "result")
+
+    def test_the_solr_schema_builds_for_solr_9(self) -> None:
+        """build_solr_schema renders the project's fixed templates: no class Solr 9 removed."""
+        with tempfile.TemporaryDirectory() as conf:
+            result = run_manage("build_solr_schema", "--configure-directory", conf,
+                                DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_DB_ENGINE="sqlite",
+                                DJANGO_SOLR_URL="http://127.0.0.1:9/solr/x")
+            self.assertEqual(result.returncode, 0, result.stderr)
+            schema = (Path(conf) / "schema.xml").read_text()
+        self.assertIn('<field name="title"', schema)
+        removed = [name for name in ('class="solr.LatLonType"', 'class="solr.Trie') if name in schema]
+        self.assertEqual(removed, [], "classes Solr 9 does not load")

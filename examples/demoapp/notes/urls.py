@@ -8,5 +8,6 @@ urlpatterns = [
     path("notes/new/", views.note_create, name="note_create"),
     path("counter/", views.counter, name="counter"),
     path("uploads/", views.uploads, name="uploads"),
+    path("search/", views.search, name="search"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -65,6 +65,19 @@ def uploads(request: HttpRequest) -> HttpResponse:
     )
 
 
+SEARCH_RESULTS = 20
+
+
+@require_safe
+def search(request: HttpRequest) -> HttpResponse:
+    """Full-text search of the notes through the search engine (Solr on a server)."""
+    from haystack.query import SearchQuerySet
+
+    query = request.GET.get("q", "").strip()[:200]
+    results = list(SearchQuerySet().models(Note).auto_query(query)[:SEARCH_RESULTS]) if query else []
+    return render(request, "notes/search.html", {"query": query, "results": results})
+
+
 def _database_ok() -> bool:
     try:
         with connection.cursor() as cursor:

@@ -1,0 +1,78 @@
+"""Apache + mod_wsgi behind nginx: who serves what, a deploy without a dropped request, and a
+clean switch to gunicorn and back. The switch tests run last (file order)."""
+
+from __future__ import annotations
+
+import secrets
+
+from stackhelpers import (
+    APP_NAME,
+    APP_USER,
+    app_version,
+    curl,
+    deploy,
+    health,
+    listeners,
+    podman_hosts,
+    run_playbook,
+    start_watchers,
+    static_manifest,
+    stop_watchers,
+)
+
+testinfra_hosts = podman_hosts("webservers")[:1]
+
+BASE = "https://localhost"
+ACCESS_LOG = f"/var/log/apache2/{APP_NAME}-access.log"
+
+
+def test_apache_runs_the_app_in_mod_wsgi_daemon_processes_on_mpm_event(host):
+    assert "mpm_event_module" in host.check_output("apache2ctl -M")
+    daemons = host.check_output(f"ps -o user=,args= -C apache2 | grep -F '(wsgi:{APP_NAME})' || true")
+    assert daemons and all(line.split()[0] == APP_USER for line in daemons.splitlines()), daemons
+    assert listeners(host, 8001) == ["127.0.0.1"] and listeners(host, 80) and "apache2" not in host.check_output(
+        "ss -ltnpH '( sport = :80 or sport = :443 )'")
+
+
+def test_dynamic_requests_go_through_nginx_to_apache_with_the_client_address(host):
+    marker = secrets.token_hex(6)
+    assert curl(host, f"{BASE}/counter/?from={marker}", "-k", "-o", "/dev/null", "-w", "%{http_code}").stdout == "200"
+    lines = [line for line in host.file(ACCESS_LOG).content_string.splitlines() if marker in line]
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("127.0.0.1 ")  # the client's address (nginx's X-Forwarded-For), not a proxy's
+
+
+def test_static_and_media_requests_never_reach_apache(host):
+    css = static_manifest(host)["notes/site.css"]
+    for path in (f"/static/{css}", "/static/admin/css/base.css", "/media/"):
+        curl(host, f"{BASE}{path}", "-k", "-o", "/dev/null", check=False)
+    log = host.file(ACCESS_LOG).content_string
+    assert "/static/" not in log and "/media/" not in log, log[-2000:]
+
+
+def test_a_deploy_on_apache_drops_no_request(host, tmp_path):
+    version = app_version(tmp_path / "demoapp", version=f"apache-{secrets.token_hex(3)}")
+    start_watchers(host)
+    try:
+        result = deploy(version)
+    finally:
+        missing, codes = stop_watchers(host)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert health(host)["version"] == (version / "demoapp" / "version.py").read_text().split('"')[-2]
+    assert missing == 0
+    assert len(codes) > 20 and set(codes) == {"200"}, codes
+
+
+def test_switching_to_gunicorn_and_back_is_clean(host):
+    for server, running, retired in (("gunicorn", f"gunicorn@{APP_NAME}.socket", "apache2"),
+                                     ("apache_wsgi", "apache2", f"gunicorn@{APP_NAME}.socket")):
+        start_watchers(host)
+        try:
+            result = run_playbook("site.yml", "-e", f"django_app_server={server}")
+        finally:
+            _, codes = stop_watchers(host)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+        assert host.service(running).is_running and host.service(running).is_enabled, server
+        assert not host.service(retired).is_running and not host.service(retired).is_enabled, server
+        assert health(host)["database"] == "ok"
+        assert set(codes) == {"200"}, (server, codes)

@@ -9,8 +9,9 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 
 # python3-boto3, python3-psycopg2 and age: the backup modules' tests run them under Debian's python3, as on a server.
 # The CNI dnsname plugin: containers of a scenario find each other by name (Debian's podman uses CNI).
+# wrk: bench/appserver.py's load generator.
 APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql-15 python3-boto3 python3-psycopg2 age
-    golang-github-containernetworking-plugin-dnsname)
+    golang-github-containernetworking-plugin-dnsname wrk)
 
 [ "$(id -u)" = 0 ] || die "run as root: podman runs rootful containers with systemd, and packages come from apt"
 command -v apt-get >/dev/null || die "apt-get not found: this project's tooling needs Debian 12 (or a derivative with apt)"
@@ -40,5 +41,10 @@ if [ ! -x .venv/bin/python ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; th
     .venv/bin/pip install -q --upgrade pip >/dev/null
     .venv/bin/pip install -q -r requirements.txt -r requirements-test.txt || die "pip install failed: is PyPI reachable?"
     echo "$want" >"$stamp"
+fi
+# The key Ansible uses to reach the demo and test servers over SSH (mounted as their authorized_keys).
+if [ ! -f .cache/ssh/id_ed25519 ]; then
+    mkdir -p .cache/ssh
+    ssh-keygen -q -t ed25519 -N '' -C "django-stack servers" -f .cache/ssh/id_ed25519 || die "ssh-keygen failed"
 fi
 echo "bootstrap: ready (podman $(podman --version | awk '{print $3}'), $(.venv/bin/ansible --version | head -n1))"

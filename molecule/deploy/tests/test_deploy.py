@@ -9,12 +9,25 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from stackhelpers import APP_ROOT, PROJECT_DIR, curl, current_release, podman_hosts, run_playbook
+from stackhelpers import (
+    APP_ROOT,
+    APP_USER,
+    app_version,
+    curl,
+    current_release,
+    deploy,
+    health,
+    podman_hosts,
+    run_playbook,
+    start_watchers,
+    stop_watchers,
+)
 
 testinfra_hosts = podman_hosts("webservers")[:1]
 
@@ -22,36 +35,13 @@ VERSIONS = Path(__file__).resolve().parents[1] / "versions"
 BASE = "https://localhost"
 STATE: dict[str, str] = {}  # release ids seen by earlier tests (they run in file order)
 
-
-def ignore(directory: str, names: list[str]) -> set[str]:
-    """What a checkout would not have: byte code anywhere, local data at the project root only
-    (the app's own notes/static/ must stay)."""
-    skipped = {n for n in names if n == "__pycache__" or n.endswith(".pyc")}
-    if Path(directory) == PROJECT_DIR / "examples" / "demoapp":
-        skipped |= {n for n in names if n in ("db.sqlite3", "static", "media")}
-    return skipped
-
-
 @pytest.fixture(scope="module")
 def app_versions(tmp_path_factory) -> dict[str, Path]:
     """Source trees of versions B, C and D on the controller."""
     root = tmp_path_factory.mktemp("app-versions")
-    built = {}
-    for name, layers in {"B": ["B"], "C": ["B", "C"], "D": ["D"]}.items():
-        tree = root / name
-        shutil.copytree(PROJECT_DIR / "examples" / "demoapp", tree, ignore=ignore)
-        for layer in layers:
-            shutil.copytree(VERSIONS / layer, tree, dirs_exist_ok=True, ignore=ignore)
-        built[name] = tree
-    return built
-
-
-def deploy(source: Path):
-    return run_playbook("playbooks/deploy.yml", "-e", f"django_app_source_path={source}")
-
-
-def health(host) -> dict:
-    return json.loads(curl(host, f"{BASE}/healthz", "-k").stdout)
+    layers = {"B": ["B"], "C": ["B", "C"], "D": ["D"]}
+    return {name: app_version(root / name, [VERSIONS / layer for layer in overlays])
+            for name, overlays in layers.items()}
 
 
 def main_pid(host) -> str:
@@ -69,21 +59,28 @@ def applied(host, app: str = "notes") -> list[str]:
     return host.check_output(f'runuser -u postgres -- psql -d demoapp -tAc "{sql}"').split()
 
 
-def start_watchers(host) -> None:
-    """While a deploy runs: poll `current` (the switch must never leave it missing) and send
-    requests through nginx one after another (none may fail)."""
-    host.run("rm -f /tmp/current-missing /tmp/codes")
-    host.run(f"nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do [ -e {APP_ROOT}/current/manage.py ] "
-             "|| echo missing >> /tmp/current-missing; done' >/dev/null 2>&1 &")
-    host.run("nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do curl -sk -o /dev/null --max-time 20 "
-             "-w \"%{http_code}\\n\" https://localhost/counter/ >> /tmp/codes; done' >/dev/null 2>&1 &")
+def enqueue_slow_task(host, token: str, seconds: int) -> None:
+    cmd = f"{APP_ROOT}/bin/manage enqueue_slow_task --token {token} --seconds {seconds}"
+    assert host.run(f"runuser -u {APP_USER} -- {cmd}").rc == 0
 
 
-def stop_watchers(host) -> tuple[int, list[str]]:
-    host.run("touch /tmp/stop-watch; sleep 1; rm -f /tmp/stop-watch")
-    missing = host.run("cat /tmp/current-missing").stdout.split()
-    codes = host.run("cat /tmp/codes").stdout.split()
-    return len(missing), codes
+def wait_for_run(host, token: str, ready, timeout: float = 120) -> dict:
+    """The slow task's run once `ready(run)` holds (its state from /jobs/status)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        runs = json.loads(curl(host, f"{BASE}/jobs/status", "-k").stdout)["runs"]
+        run = next((r for r in runs if r["token"] == token), None)
+        if run and ready(run):
+            return run
+        assert time.monotonic() < deadline, runs
+        time.sleep(1)
+
+
+def worker_started_at(host) -> datetime:
+    usec = host.check_output("systemctl show -p ActiveEnterTimestampMonotonic --value celery-worker@default.service")
+    uptime = float(host.check_output("cut -d' ' -f1 /proc/uptime"))
+    now = datetime.now(timezone.utc).timestamp()
+    return datetime.fromtimestamp(now - uptime + int(usec) / 1e6, timezone.utc)
 
 
 def test_a_is_served_after_converge(host):
@@ -94,6 +91,9 @@ def test_a_is_served_after_converge(host):
 
 def test_deploy_b_switches_gracefully_to_new_code_and_schema(host, app_versions):
     pid = main_pid(host)
+    # A long task is running when the deploy restarts the workers: the restart must wait for it.
+    enqueue_slow_task(host, "across-deploy-b", 45)
+    wait_for_run(host, "across-deploy-b", lambda run: run["started"])
     start_watchers(host)
     try:
         result = deploy(app_versions["B"])
@@ -114,6 +114,10 @@ def test_deploy_b_switches_gracefully_to_new_code_and_schema(host, app_versions)
     # During the deploy: `current` was never missing, and no request failed.
     assert missing == 0
     assert len(codes) > 20 and set(codes) == {"200"}, codes
+    # The task ran once, to its end, and the worker restarted (new code) only after it.
+    run = wait_for_run(host, "across-deploy-b", lambda run: run["finished"])
+    assert run["attempts"] == 1, run
+    assert worker_started_at(host) >= datetime.fromisoformat(run["finished"]), run
 
 
 def test_failed_migration_stops_the_deploy_and_b_keeps_serving(host, app_versions):
@@ -153,3 +157,27 @@ def test_rollback_over_an_irreversible_migration_is_refused(host, app_versions):
     assert current_release(host) == STATE["D"]  # nothing changed
     assert health(host)["release"] == STATE["D"]
     assert applied(host) == ["0001_initial", "0002_seed_welcome_note"]
+
+
+def test_a_task_survives_its_worker_being_killed(host):
+    """acks_late: the message stays in RabbitMQ until the task ends, so a worker killed mid-task
+    (SIGKILL: out of memory, a lost machine) does not lose it; the restarted worker runs it again."""
+    enqueue_slow_task(host, "killed-worker", 10)
+    wait_for_run(host, "killed-worker", lambda run: run["started"])
+    # The whole worker dies: the main process is frozen (so that it respawns no pool process),
+    # its pool processes are killed, then it is. Killed directly, not by systemd: on these
+    # cgroup-v1 test hosts systemd does not notice a cgroup emptied by its own SIGKILL until
+    # TimeoutStopSec. systemd then restarts the worker (Restart=on-failure).
+    main = host.check_output("systemctl show -p MainPID --value celery-worker@default.service")
+    kill = f"kill -STOP {main} && kill -KILL $(cat /proc/{main}/task/*/children) && sleep 1 && kill -KILL {main}"
+    assert host.run(kill).rc == 0
+    try:
+        run = wait_for_run(host, "killed-worker", lambda run: run["finished"])
+    except AssertionError:
+        diagnostics = host.run("systemctl status celery-worker@default.service --no-pager; "
+                               "journalctl -u celery-worker@default.service --no-pager -n 40; "
+                               "rabbitmqctl -n rabbit@localhost list_queues -p demoapp name messages_ready "
+                               "messages_unacknowledged")
+        raise AssertionError(diagnostics.stdout + diagnostics.stderr) from None
+    assert run["attempts"] == 2, run
+    assert host.service("celery-worker@default.service").is_running

@@ -12,7 +12,7 @@ import secrets
 import subprocess
 import time
 
-from stackhelpers import APP_ROOT, curl, group_hosts, podman_hosts, post_form, run_playbook, upload
+from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, run_playbook, upload
 
 testinfra_hosts = podman_hosts("webservers")[:1]
 
@@ -88,6 +88,7 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     subprocess.run(
         ["podman", "run", "-d", "--name", SERVER, "--hostname", "stack", "--network", "mol-rebuild-net",
          "--systemd=always", "--runtime=runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096",
+         "-v", f"{PROJECT_DIR}/.cache/ssh/id_ed25519.pub:/root/.ssh/authorized_keys:ro",
          "localhost/djstack-debian:bookworm", "/sbin/init"],
         check=True, capture_output=True,
     )

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -26,6 +27,25 @@ APP_USER = "django"
 def group_hosts(group: str) -> list[str]:
     """Inventory host names (= podman container names) of a group."""
     return AnsibleRunner.get_runner(INVENTORY).get_hosts(group)
+
+
+def app_server() -> str:
+    """The app server of the scenario's web server (django_app_server: gunicorn or apache_wsgi)."""
+    web = group_hosts("webservers")[0]
+    return AnsibleRunner.get_runner(INVENTORY).get_variables(web).get("django_app_server", "gunicorn")
+
+
+def app_server_units() -> list[str]:
+    if app_server() == "apache_wsgi":
+        return ["apache2.service"]
+    return [f"gunicorn@{APP_NAME}.socket", f"gunicorn@{APP_NAME}.service"]
+
+
+def app_server_log(host, since: str) -> str:
+    """What the app server logged (requests included) since a Unix time."""
+    if app_server() == "apache_wsgi":
+        return host.check_output(f"cat /var/log/apache2/{APP_NAME}-access.log")
+    return host.check_output(f"journalctl -u gunicorn@{APP_NAME}.service --since @{since} --no-pager -o cat")
 
 
 def podman_hosts(group: str) -> list[str]:
@@ -70,9 +90,11 @@ def post_form(host, path: str, *fields: str) -> str:
     return out.strip()
 
 
-def upload(host, name: str, content: str) -> str:
-    """Upload a file through the site; returns its /media/ URL path."""
-    host.run(f"printf %s {shlex.quote(content)} > /tmp/{name}")
+def upload(host, name: str, content: str | None = None) -> str:
+    """Upload /tmp/<name> through the site (written from `content` first when given); returns
+    its /media/ URL path."""
+    if content is not None:
+        host.run(f"printf %s {shlex.quote(content)} > /tmp/{name}")
     assert post_form(host, "/uploads/", f"file=@/tmp/{name}") == "302"
     listing = curl(host, "https://localhost/uploads/", "-k").stdout
     match = re.search(r'href="(/media/uploads/[^"]*' + re.escape(Path(name).stem) + r'[^"]*)"', listing)
@@ -154,3 +176,49 @@ def recap(output: str) -> dict[str, dict[str, int]]:
         "no PLAY RECAP with counts in the output:\n" + output[-2000:]
     )
     return result
+
+
+def _ignore(directory: str, names: list[str]) -> set[str]:
+    """What a checkout would not have: byte code anywhere, local data at the project root only
+    (the app's own notes/static/ must stay)."""
+    skipped = {n for n in names if n == "__pycache__" or n.endswith(".pyc")}
+    if Path(directory) == PROJECT_DIR / "examples" / "demoapp":
+        skipped |= {n for n in names if n in ("db.sqlite3", "static", "media")}
+    return skipped
+
+
+def app_version(tree: Path, overlays: list[Path] = (), version: str | None = None) -> Path:
+    """A version of the demo app on the controller: examples/demoapp, then each overlay
+    directory copied over it, then (optionally) another version string."""
+    shutil.copytree(PROJECT_DIR / "examples" / "demoapp", tree, ignore=_ignore)
+    for overlay in overlays:
+        shutil.copytree(overlay, tree, dirs_exist_ok=True, ignore=_ignore)
+    if version:
+        (tree / "demoapp" / "version.py").write_text(f'"""Test version."""\n\nVERSION = "{version}"\n')
+    return tree
+
+
+def deploy(source: Path) -> subprocess.CompletedProcess:
+    return run_playbook("playbooks/deploy.yml", "-e", f"django_app_source_path={source}")
+
+
+def health(host) -> dict:
+    return json.loads(curl(host, "https://localhost/healthz", "-k").stdout)
+
+
+def start_watchers(host) -> None:
+    """While a deploy or a switch runs: poll `current` (it must never be missing) and send
+    requests through nginx one after another (none may fail)."""
+    host.run("rm -f /tmp/current-missing /tmp/codes")
+    host.run(f"nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do [ -e {APP_ROOT}/current/manage.py ] "
+             "|| echo missing >> /tmp/current-missing; done' >/dev/null 2>&1 &")
+    host.run("nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do curl -sk -o /dev/null --max-time 20 "
+             "-w \"%{http_code}\\n\" https://localhost/counter/ >> /tmp/codes; done' >/dev/null 2>&1 &")
+
+
+def stop_watchers(host) -> tuple[int, list[str]]:
+    """(times `current` was missing, the status codes of the requests)."""
+    host.run("touch /tmp/stop-watch; sleep 1; rm -f /tmp/stop-watch")
+    missing = host.run("cat /tmp/current-missing").stdout.split()
+    codes = host.run("cat /tmp/codes").stdout.split()
+    return len(missing), codes

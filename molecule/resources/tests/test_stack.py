@@ -9,6 +9,9 @@ import pytest
 
 from stackhelpers import (
     APP_NAME,
+    app_server,
+    app_server_log,
+    app_server_units,
     APP_ROOT,
     APP_USER,
     curl,
@@ -35,7 +38,8 @@ def test_system_is_running_with_no_failed_units(host):
 
 @pytest.mark.parametrize(
     "unit",
-    ["postgresql", "memcached", "nginx", f"gunicorn@{APP_NAME}.socket", f"gunicorn@{APP_NAME}.service"],
+    ["postgresql", "memcached", "nginx", *app_server_units(),
+     "rabbitmq-server", "celery-worker@default", f"celery-beat@{APP_NAME}"],
 )
 def test_service_active_and_enabled(host, unit):
     service = host.service(unit)
@@ -55,14 +59,21 @@ def test_memcached_listens_on_loopback_only_and_udp_is_off(host):
     assert listeners(host, 11211, proto="udp") == []
 
 
-def test_app_server_has_no_tcp_port(host):
-    # gunicorn only gets the unix socket from systemd; nothing but nginx, sshd,
-    # PostgreSQL and memcached listen on TCP.
+def test_app_server_listens_only_where_nginx_reaches_it(host):
+    # gunicorn only gets the unix socket from systemd; Apache listens on 127.0.0.1:8001. Besides,
+    # only nginx, sshd, PostgreSQL, memcached and RabbitMQ (beam.smp, and epmd's socket, which
+    # systemd holds) listen on TCP.
     out = host.check_output("ss -ltnpH")
     programs = set(re.findall(r'users:\(\("([^"]+)"', out))
-    assert programs <= {"nginx", "sshd", "postgres", "memcached"}, out
+    allowed = {"nginx", "sshd", "postgres", "memcached", "beam.smp", "epmd", "systemd"}
+    if app_server() == "apache_wsgi":
+        assert listeners(host, 8001) == ["127.0.0.1"], out
+        allowed.add("apache2")
+    assert programs <= allowed, out
+    assert "gunicorn" not in out and "python" not in out, out
 
 
+@pytest.mark.skipif(app_server() != "gunicorn", reason="the app server is not gunicorn")
 def test_gunicorn_socket_is_a_unix_socket_nginx_can_use(host):
     sock = host.file(f"/run/gunicorn/{APP_NAME}.sock")
     assert sock.is_socket
@@ -117,7 +128,7 @@ def test_static_file_is_served_by_nginx_with_cache_control_and_gzip(host):
     assert "immutable" in hdrs.get("cache-control", ""), hdrs
     # nginx logged it, and the app server never saw it.
     assert path in host.check_output("tail -n 50 /var/log/nginx/access.log")
-    app_log = host.check_output(f"journalctl -u gunicorn@{APP_NAME}.service --since @{since} --no-pager -o cat")
+    app_log = app_server_log(host, since)
     assert path not in app_log
 
 

@@ -31,7 +31,11 @@ PLAY = """
 # django_app in the web play; alone, they get those defaults the same way.
 COMPANION_DEFAULTS = {
     "gunicorn": ["django_app"],
-    "nginx": ["django_app", "gunicorn"],
+    "nginx": ["django_app", "gunicorn", "apache_wsgi"],
+    "apache_wsgi": ["django_app"],
+    "celery": ["django_app"],
+    "backup": ["django_app"],
+    "solr": ["django_app"],
 }
 
 
@@ -140,3 +144,78 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
 )
 def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
     assert_rejected(run_role(tmp_path, role, extra), *needles)
+
+
+CELERY_OK = {"celery_beat_enabled": True}
+WORKER = {"name": "default", "queues": ["celery"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"celery_workers": [{**WORKER, "prefech_multiplier": 4}]}, ["prefech_multiplier"]),
+        ({"celery_workers": [{**WORKER, "queues": []}]}, ["celery_workers", "default"]),
+        ({"celery_workers": [{"name": "default"}]}, ["queues"]),
+        ({"celery_workers": [WORKER, {**WORKER, "name": "default"}]}, ["celery_workers", "unique"]),
+        ({"celery_workers": [{**WORKER, "time_limit": 60, "soft_time_limit": 90}]}, ["soft_time_limit", "default"]),
+        ({"celery_beat_enabled": False}, ["celery_beat_enabled", "exactly"]),
+    ],
+    ids=["unknown-worker-option", "no-queue", "queues-missing", "duplicate-worker", "soft-above-hard", "no-beat-host"],
+)
+def test_celery_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "celery", {**CELERY_OK, **extra}), *needles)
+
+
+RABBITMQ_OK = {"rabbitmq_erlang_cookie": "C" * 32}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"rabbitmq_listen_addresses": ["0.0.0.0"]}, ["rabbitmq_listen_addresses"]),
+        ({"rabbitmq_erlang_cookie": "short"}, ["rabbitmq_erlang_cookie"]),
+        ({"rabbitmq_users": [{"name": "app", "password": "pass word!", "vhost": "app"}], "rabbitmq_vhosts": ["app"]},
+         ["rabbitmq_users"]),
+        ({"rabbitmq_users": [{"name": "app", "password": "secret123", "vhost": "nowhere"}]}, ["rabbitmq_users", "nowhere"]),
+    ],
+    ids=["listen-everywhere", "short-cookie", "password-characters", "unknown-vhost"],
+)
+def test_rabbitmq_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "rabbitmq", {**RABBITMQ_OK, **extra}), *needles)
+
+
+BACKUP_OK = {"backup_s3_bucket": "acme-backups"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"backup_s3_bucket": "Bad_Bucket"}, ["backup_s3_bucket"]),
+        ({"backup_s3_access_key": "AKIAEXAMPLE"}, ["backup_s3_secret_key"]),
+        ({"backup_encrypt_recipients": ["not-a-key"]}, ["backup_encrypt_recipients"]),
+        ({"backup_keep_daily": 0}, ["backup_keep_daily"]),
+        ({"backup_s3_sse": "rot13"}, ["backup_s3_sse"]),
+    ],
+    ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice"],
+)
+def test_backup_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"solr_version": "8.11.2"}, ["solr_version", "Solr 9"]),
+        ({"solr_version": "10.0.0"}, ["solr_version"]),
+        ({"solr_heap": "4096g"}, ["solr_heap", "memory"]),
+        ({"solr_heap": "lots"}, ["solr_heap"]),
+        ({"solr_core_name": "my core/../x"}, ["solr_core_name"]),
+        ({"solr_listen_address": "0.0.0.0"}, ["solr_listen_address"]),
+        ({"solr_archive_local_path": __file__}, ["solr_archive_sha512"]),
+        ({"solr_archive_local_path": __file__, "solr_archive_sha512": "0" * 128}, ["refusing to install it"]),
+    ],
+    ids=["major-8", "major-10", "heap-above-memory", "heap-not-a-size", "core-name", "listen-everywhere",
+         "local-archive-without-checksum", "local-archive-wrong-checksum"],
+)
+def test_solr_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "solr", extra), *needles)

@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 
-.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-deploy bench-backup clean
+.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-deploy bench-backup bench-celery bench-appserver clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -51,6 +51,12 @@ bench: image ## Converge figures: first and second converge next to the apt+pip 
 
 bench-deploy: image ## Requests dropped during a deploy, next to a naive restart; code-only deploy time
 	@python3 bench/deploy.py
+
+bench-celery: image ## Celery tasks per second and worker peak RSS, for two prefetch settings
+	@python3 bench/celery.py
+
+bench-appserver: image ## gunicorn vs Apache for a dynamic page, nginx vs Django for a static file
+	@python3 bench/appserver.py
 
 bench-backup: deps ## Backup/restore figures (1.6 GB database, 300 MB media) next to pg_dump + upload_file
 	@python3 bench/backup.py

@@ -69,6 +69,7 @@ def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars
     inv.mkdir()
     (inv / "group_vars").symlink_to(ROOT / "inventories" / "demo" / "group_vars")
     settings = {
+        "celery_beat_enabled": True,  # the one host of the inventory
         "ansible_host": "127.0.0.1", "ansible_port": ssh_port, "ansible_user": "root",
         "ansible_ssh_private_key_file": str(KEY),
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new",
@@ -79,7 +80,7 @@ def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars
     lines = ["all:", "  hosts:", "    bench:"] + [f"      {k}: {v!r}" if isinstance(v, str) else f"      {k}: {v}"
                                                  for k, v in settings.items()]
     lines += ["  children:"] + [f"    {group}: {{hosts: {{bench: }}}}" for group in
-                                ("dbservers", "cacheservers", "webservers")]
+                                ("dbservers", "cacheservers", "brokers", "webservers", "workers")]
     (inv / "hosts.yml").write_text("\n".join(lines) + "\n")
     return inv
 

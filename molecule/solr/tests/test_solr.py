@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import subprocess
+import sys
 from pathlib import Path
 
 from stackhelpers import (
     APP_NAME,
+    PROJECT_DIR,
     app_version,
     curl,
     deploy,
@@ -74,8 +77,13 @@ def test_a_schema_change_in_a_deploy_reloads_the_core(host, tmp_path):
     assert f"After reload {word}" in search(host, word)
 
 
-def test_an_archive_with_a_wrong_checksum_is_refused_before_anything_changes(host):
-    result = run_playbook("site.yml", "--tags", "solr", "-e", "solr_version=9.7.1", "-e", "solr_archive_sha512=" + "0" * 128)
+def test_an_archive_with_a_wrong_checksum_is_refused_before_anything_changes(host, tmp_path):
+    # An operator supplies the archive of a newer release, with a checksum that is not its own.
+    subprocess.run([sys.executable, str(PROJECT_DIR / "tests" / "solr-standin" / "build-archive.py"),
+                    "--version", "9.7.1", "--output-dir", str(tmp_path)], check=True, capture_output=True)
+    archive = tmp_path / "solr-9.7.1-standin.tgz"
+    result = run_playbook("site.yml", "--tags", "solr", "-e", "solr_version=9.7.1",
+                          "-e", f"solr_archive_local_path={archive}", "-e", "solr_archive_sha512=" + "0" * 128)
     output = result.stdout + result.stderr
     assert result.returncode != 0
     assert "refusing to install it" in output and "solr_archive_sha512" in output, output[-3000:]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -44,7 +45,11 @@ def floor(packages: list[str], requirements: Path) -> float:
             "python3 -m venv /tmp/venv; /tmp/venv/bin/pip install -q --no-input -r /tmp/requirements.txt"
         )
         start = time.monotonic()
-        sh(["podman", "exec", FLOOR, "bash", "-c", script], timeout=1800)
+        proc = subprocess.run(["podman", "exec", FLOOR, "bash", "-c", script], capture_output=True, text=True,
+                              timeout=1800, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"bench: the floor's apt-get + pip failed (exit {proc.returncode}):\n"
+                             f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
         return time.monotonic() - start
     finally:
         podman_rm(FLOOR)

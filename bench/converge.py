@@ -40,8 +40,10 @@ def floor(packages: list[str], requirements: Path) -> float:
     try:
         sh(["podman", "cp", str(requirements), f"{FLOOR}:/tmp/requirements.txt"])
         script = (
-            "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
-            f"apt-get install -y -qq {' '.join(packages)} >/dev/null; "
+            "set -e; export DEBIAN_FRONTEND=noninteractive; "
+            # A fresh server may run its own apt job at boot: wait for its lock, as Ansible's apt module does.
+            "apt-get -o DPkg::Lock::Timeout=300 update -qq; "
+            f"apt-get -o DPkg::Lock::Timeout=300 install -y -qq {' '.join(packages)} >/dev/null; "
             "python3 -m venv /tmp/venv; /tmp/venv/bin/pip install -q --no-input -r /tmp/requirements.txt"
         )
         start = time.monotonic()

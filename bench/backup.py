@@ -40,6 +40,8 @@ import threading
 import time
 from pathlib import Path
 
+from benchlib import sh
+
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "module_utils" / "django_stack_backup.py"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -95,13 +97,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, **kw)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: {' '.join(cmd[:4])}... failed ({proc.returncode}): {proc.stderr[-2000:]}")
-    return proc
 
 
 class PeakSampler:

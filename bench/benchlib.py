@@ -21,7 +21,12 @@ BASE_ARGS = ["--runtime=runc", "--ulimit", "nofile=20000:20000", "--ulimit", "np
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, check=True, text=True, capture_output=True, **kw)
+    """Run a command; on failure stop the bench with the command's own output (not a bare exit code)."""
+    proc = subprocess.run(cmd, text=True, capture_output=True, check=False, **kw)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {' '.join(cmd[:4])}... failed (exit {proc.returncode}):\n"
+                         f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    return proc
 
 
 def podman_rm(name: str) -> None:

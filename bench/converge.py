@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,17 +40,13 @@ def floor(packages: list[str], requirements: Path) -> float:
         sh(["podman", "cp", str(requirements), f"{FLOOR}:/tmp/requirements.txt"])
         script = (
             "set -e; export DEBIAN_FRONTEND=noninteractive; "
-            # A fresh server may run its own apt job at boot: wait for its lock, as Ansible's apt module does.
-            "apt-get -o DPkg::Lock::Timeout=300 update -qq; "
+            # A fresh server may run its own apt job at boot: wait for dpkg's lock, as Ansible's apt module does.
+            "apt-get update -qq; "
             f"apt-get -o DPkg::Lock::Timeout=300 install -y -qq {' '.join(packages)} >/dev/null; "
             "python3 -m venv /tmp/venv; /tmp/venv/bin/pip install -q --no-input -r /tmp/requirements.txt"
         )
         start = time.monotonic()
-        proc = subprocess.run(["podman", "exec", FLOOR, "bash", "-c", script], capture_output=True, text=True,
-                              timeout=1800, check=False)
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: the floor's apt-get + pip failed (exit {proc.returncode}):\n"
-                             f"{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+        sh(["podman", "exec", FLOOR, "bash", "-c", script], timeout=1800)
         return time.monotonic() - start
     finally:
         podman_rm(FLOOR)

@@ -24,6 +24,7 @@ testinfra_hosts = podman_hosts("webservers")[:1]
 
 BASE = "https://localhost"
 ACCESS_LOG = f"/var/log/apache2/{APP_NAME}-access.log"
+ERROR_LOG = "/var/log/apache2/error.log"
 
 
 def test_apache_runs_the_app_in_mod_wsgi_daemon_processes_on_mpm_event(host):
@@ -50,8 +51,19 @@ def test_static_and_media_requests_never_reach_apache(host):
     assert "/static/" not in log and "/media/" not in log, log[-2000:]
 
 
+def wsgi_daemon_pids(host) -> set[str]:
+    return set(host.check_output(f"pgrep --full '^\\(wsgi:{APP_NAME}\\)' || true").split())
+
+
+def apache_restarts(host) -> int:
+    """Apache's own restarts, graceful or not, as its error log counts them (AH00493, AH00494)."""
+    return int(host.check_output(f"grep -cE 'AH0049[34]' {ERROR_LOG} || true") or 0)
+
+
 def test_a_deploy_on_apache_drops_no_request(host, tmp_path):
     version = app_version(tmp_path / "demoapp", version=f"apache-{secrets.token_hex(3)}")
+    daemons_before, restarts_before = wsgi_daemon_pids(host), apache_restarts(host)
+    apache_main_pid = host.service("apache2").systemd_properties["MainPID"]
     start_watchers(host)
     try:
         result = deploy(version)
@@ -61,6 +73,12 @@ def test_a_deploy_on_apache_drops_no_request(host, tmp_path):
     assert health(host)["version"] == (version / "demoapp" / "version.py").read_text().split('"')[-2]
     assert missing == 0
     assert len(codes) > 20 and set(codes) == {"200"}, codes
+    # The deploy restarted the app's daemon processes (every one is new), not Apache: its main
+    # process is the same and it logged no restart (an Apache-wide reload loses queued requests).
+    daemons_after = wsgi_daemon_pids(host)
+    assert daemons_before and daemons_after and not daemons_before & daemons_after, (daemons_before, daemons_after)
+    assert host.service("apache2").systemd_properties["MainPID"] == apache_main_pid
+    assert apache_restarts(host) == restarts_before
 
 
 def test_switching_to_gunicorn_and_back_is_clean(host):

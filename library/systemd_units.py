@@ -56,7 +56,9 @@ attributes:
     details: Before and after of each changed unit's C(UnitFileState) and C(ActiveState).
 notes:
   - A unit systemd does not know (C(LoadState=not-found)) fails the task, naming it, before
-    anything is changed. A masked unit cannot be started or enabled and fails the same way.
+    anything is changed; in check mode it is reported as to be acted on, with a warning (a package
+    the same run would install brings it). A masked unit cannot be started or enabled and fails the
+    same way.
   - Units whose C(UnitFileState) is C(static), C(indirect), C(generated) or C(alias) have no
     install section of their own; with O(enabled=true) they count as enabled.
 seealso:
@@ -144,7 +146,12 @@ def main() -> None:
 
     unknown = [n for n, s in before.items() if s.get("LoadState") == "not-found"]
     masked = [n for n, s in before.items() if s.get("LoadState") == "masked" or s.get("UnitFileState") == "masked"]
-    if unknown:
+    if unknown and module.check_mode:
+        # A package this run would install brings the unit: report what would be done to it.
+        module.warn(f"systemd does not know {', '.join(unknown)} yet (a package still to be installed may bring it)")
+        for n in unknown:
+            before[n].update(ActiveState="inactive", UnitFileState="disabled")
+    elif unknown:
         module.fail_json(msg=f"systemd does not know the unit(s) {', '.join(unknown)}: is the package installed, "
                              "the unit file written and systemd reloaded?", units=before)
     if masked and (enabled or state in ("started", "restarted", "reloaded")):

@@ -16,6 +16,8 @@ import pytest
 MODULE = Path(__file__).resolve().parents[1] / "library" / "systemd_units.py"
 IMAGE = os.environ.get("DJSTACK_IMAGE", "localhost/djstack-debian:bookworm")
 NAME = "djstack-test-systemd-units"
+# Not /tmp: with --systemd=always podman mounts a tmpfs there, which `podman cp` does not write into.
+WORK = "/opt/djstack-test"
 
 UNIT = """[Unit]
 Description=systemd_units test unit {n}
@@ -41,11 +43,11 @@ def server():
            "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE)
     try:
         podman("exec", NAME, "systemctl", "is-system-running", "--wait", check=False, timeout=120)
-        podman("cp", str(MODULE), f"{NAME}:/tmp/systemd_units.py")
+        podman("exec", NAME, "mkdir", "-p", f"{WORK}/lib/ansible")
+        podman("cp", str(MODULE), f"{NAME}:{WORK}/systemd_units.py")
         # What AnsiballZ would ship with the module: Ansible's module_utils, from the controller's Ansible.
-        podman("exec", NAME, "mkdir", "-p", "/tmp/lib/ansible")
-        podman("exec", NAME, "touch", "/tmp/lib/ansible/__init__.py")
-        podman("cp", str(Path(ansible.module_utils.__file__).parent), f"{NAME}:/tmp/lib/ansible/module_utils")
+        podman("exec", NAME, "touch", f"{WORK}/lib/ansible/__init__.py")
+        podman("cp", str(Path(ansible.module_utils.__file__).parent), f"{NAME}:{WORK}/lib/ansible/module_utils")
         for n in (1, 2, 3):
             podman("exec", NAME, "sh", "-c", f"printf '%s' '{UNIT.format(n=n)}' > /etc/systemd/system/djtest{n}.service")
         # A unit as a package installs it (systemctl mask links over it in /etc).
@@ -57,10 +59,10 @@ def server():
 
 
 def run(server: str, check_mode: bool = False, diff: bool = False, **args) -> dict:
-    argfile = f"/tmp/args-{uuid.uuid4().hex}.json"
+    argfile = f"{WORK}/args-{uuid.uuid4().hex}.json"
     payload = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)})
     podman("exec", "-i", server, "sh", "-c", f"cat > {argfile}", input=payload)
-    proc = podman("exec", "-e", "PYTHONPATH=/tmp/lib", server, "python3", "/tmp/systemd_units.py", argfile, check=False)
+    proc = podman("exec", "-e", f"PYTHONPATH={WORK}/lib", server, "python3", f"{WORK}/systemd_units.py", argfile, check=False)
     assert proc.stdout, proc.stderr
     result = json.loads(proc.stdout)
     result["_rc"] = proc.returncode
@@ -120,6 +122,12 @@ def test_an_unknown_unit_fails_naming_it_and_changes_nothing(server):
     assert result["_rc"] == 1 and result["failed"] is True
     assert "no-such-unit.service" in result["msg"] and "djtest3" not in result["msg"]
     assert state(server, "djtest3.service", "ActiveState") == "inactive"
+
+
+def test_check_mode_reports_an_unknown_unit_as_to_be_started(server):
+    result = run(server, check_mode=True, names=["not-installed-yet.service"], enabled=True, state="started")
+    assert result["_rc"] == 0 and result["changed"] is True
+    assert "not-installed-yet.service" in json.dumps(result.get("warnings", []))
 
 
 def test_a_masked_unit_fails_before_anything_changes(server):

@@ -32,7 +32,8 @@ options:
     description:
       - V(started) starts the units that are not active; V(stopped) stops those that are;
         V(restarted) restarts every unit (always changed); V(reloaded) reloads active units and
-        starts inactive ones (always changed).
+        starts inactive ones (always changed). With O(only_active), both act on active units only
+        (changed when there was one).
       - Unset leaves whether the units run as it is.
     type: str
     choices: [started, stopped, restarted, reloaded]
@@ -45,6 +46,16 @@ options:
     default: false
   no_block:
     description: Do not wait for the start, stop or restart jobs to finish (C(systemctl --no-block)).
+    type: bool
+    default: false
+  only_active:
+    description:
+      - With O(state=restarted) or O(state=reloaded), act only on the units that are active
+        (C(systemctl try-restart) and C(try-reload-or-restart) semantics); units that are not
+        running, or that systemd does not know yet, are left alone, without failing.
+      - For handlers that can fire before the task that starts the units has run (a first
+        converge): a unit that starts later reads its new settings as it starts, and restarting
+        it first would only start it twice.
     type: bool
     default: false
 attributes:
@@ -77,6 +88,14 @@ EXAMPLES = r"""
     names: "{{ celery_units }}"
     state: restarted
     daemon_reload: true
+
+# A handler: restarts the units already running; on a first converge, where it fires before
+# the units are started (or even written), it leaves them to the task that starts them.
+- name: Restart memcached
+  systemd_units:
+    names: [memcached.service]
+    state: restarted
+    only_active: true
 """
 
 RETURN = r"""
@@ -128,6 +147,7 @@ def main() -> None:
             enabled=dict(type="bool"),
             daemon_reload=dict(type="bool", default=False),
             no_block=dict(type="bool", default=False),
+            only_active=dict(type="bool", default=False),
         ),
         supports_check_mode=True,
     )
@@ -144,7 +164,13 @@ def main() -> None:
         systemctl(module, "daemon-reload")
     before = read_states(module, names)
 
+    only_active = module.params["only_active"]
+    if only_active and (state not in ("restarted", "reloaded") or enabled is not None):
+        module.fail_json(msg="only_active goes with state=restarted or state=reloaded, without enabled")
     unknown = [n for n, s in before.items() if s.get("LoadState") == "not-found"]
+    if only_active:
+        # try-restart semantics: a unit systemd does not know yet is not running; nothing to do.
+        unknown = []
     masked = [n for n, s in before.items() if s.get("LoadState") == "masked" or s.get("UnitFileState") == "masked"]
     if unknown and module.check_mode:
         # A package this run would install brings the unit: report what would be done to it.
@@ -154,7 +180,7 @@ def main() -> None:
     elif unknown:
         module.fail_json(msg=f"systemd does not know the unit(s) {', '.join(unknown)}: is the package installed, "
                              "the unit file written and systemd reloaded?", units=before)
-    if masked and (enabled or state in ("started", "restarted", "reloaded")):
+    if masked and not only_active and (enabled or state in ("started", "restarted", "reloaded")):
         module.fail_json(msg=f"the unit(s) {', '.join(masked)} are masked: unmask them first", units=before)
 
     after = {n: dict(s) for n, s in before.items()}
@@ -179,10 +205,11 @@ def main() -> None:
         todo = [n for n in names if before[n].get("ActiveState") in ACTIVE_STATES | {"deactivating"}]
         if todo:
             actions.append(("stop", todo))
-    elif state == "restarted":
-        actions.append(("restart", list(names)))
-    elif state == "reloaded":
-        actions.append(("reload-or-restart", list(names)))
+    elif state in ("restarted", "reloaded"):
+        action = "restart" if state == "restarted" else "reload-or-restart"
+        todo = [n for n in names if not only_active or before[n].get("ActiveState") in ACTIVE_STATES]
+        if todo:
+            actions.append((action, todo))
 
     if not module.check_mode:
         for action, units in actions:

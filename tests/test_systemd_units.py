@@ -106,6 +106,26 @@ def test_restarted_restarts_every_unit_and_reports_changed(server):
     assert all(a != b and a != "0" for a, b in zip(after, before))
 
 
+def test_only_active_restarts_the_running_units_and_skips_the_others(server):
+    run(server, names=["djtest1.service"], state="started")
+    run(server, names=["djtest2.service"], state="stopped")
+    pid = state(server, "djtest1.service", "MainPID")
+    result = run(server, names=["djtest1.service", "djtest2.service", "not-written-yet.service"],
+                 state="restarted", only_active=True)
+    assert result["_rc"] == 0, result
+    assert result["changed"] is True and result["actions"] == [{"action": "restart", "units": ["djtest1.service"]}]
+    assert state(server, "djtest1.service", "MainPID") not in (pid, "0")
+    assert state(server, "djtest2.service", "ActiveState") == "inactive"
+    nothing = run(server, names=["djtest2.service", "not-written-yet.service"], state="reloaded", only_active=True)
+    assert nothing["_rc"] == 0 and nothing["changed"] is False and nothing["actions"] == []
+    assert state(server, "djtest2.service", "ActiveState") == "inactive"
+
+
+def test_only_active_without_restarted_or_reloaded_is_refused(server):
+    result = run(server, names=["djtest1.service"], state="started", only_active=True)
+    assert result["_rc"] == 1 and "only_active" in result["msg"]
+
+
 def test_stopped_and_disabled_only_touches_units_that_need_it(server):
     run(server, names=["djtest1.service"], enabled=True, state="started")
     run(server, names=["djtest2.service"], enabled=False, state="stopped")

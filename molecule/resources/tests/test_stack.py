@@ -170,3 +170,14 @@ def test_environment_file_is_private_to_the_app_user(host):
 def test_code_is_not_writable_by_the_app_user(host):
     result = host.run(f"runuser -u {APP_USER} -- touch {APP_ROOT}/current/manage.py")
     assert result.rc != 0
+
+
+def test_the_virtualenv_was_built_in_the_background(host):
+    """playbooks/base.yml started pip for the current release's virtualenv while the other tiers
+    converged (django_app's prefetch entry point), and that build succeeded."""
+    venv = host.check_output(f"readlink -f {APP_ROOT}/current/.venv")
+    assert host.file(f"{venv}/.complete").exists
+    jobs = host.run("grep -l -F -- %s /root/.ansible_async/* 2>/dev/null" % f"-m venv {venv} ")
+    assert jobs.rc == 0 and jobs.stdout.strip(), f"no background job built {venv}"
+    results = [host.check_output(f"cat {path}") for path in jobs.stdout.split()]
+    assert any('"rc": 0' in r for r in results), results

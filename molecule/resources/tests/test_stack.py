@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shlex
 
 import pytest
 
@@ -177,7 +178,7 @@ def test_the_virtualenv_was_built_in_the_background(host):
     converged (django_app's prefetch entry point), and that build succeeded."""
     venv = host.check_output(f"readlink -f {APP_ROOT}/current/.venv")
     assert host.file(f"{venv}/.complete").exists
-    jobs = host.run("grep -l -F -- %s /root/.ansible_async/* 2>/dev/null" % f"-m venv {venv} ")
+    jobs = host.run("grep -l -F -e %s /root/.ansible_async/*" % shlex.quote(f"-m venv {venv} "))
     assert jobs.rc == 0 and jobs.stdout.strip(), f"no background job built {venv}"
     results = [host.check_output(f"cat {path}") for path in jobs.stdout.split()]
     assert any('"rc": 0' in r for r in results), results

@@ -5,67 +5,34 @@ mirror; this machine runs no broker of its own)."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "rabbitmq_accounts.py"
-IMAGE = os.environ.get("DJSTACK_IMAGE", "localhost/djstack-debian:bookworm")
+from module_server import module_server
+
 NAME = "djstack-test-rabbitmq"
-# Not /tmp: with --systemd=always podman mounts a tmpfs there, which `podman cp` does not write into.
-WORK = "/opt/djstack-test"
 # Every character that could break out of an Erlang string, and some that are not ASCII.
 ODD = 'p"a\\s s\'w~$(id)`\n,}]).ö€'
+SERVER = {}
 
 
-def podman(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, **kw)
-
-
-def rabbitmqctl(*args: str, check: bool = True) -> str:
-    return podman("exec", NAME, "rabbitmqctl", "--quiet", *args, check=check).stdout
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def broker():
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (scripts/bootstrap.sh installs it)")
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:
-        pytest.skip(f"the local test image {IMAGE} is missing: run `make image`")
-    podman("rm", "-f", "-t", "0", NAME, check=False)
-    # The broker's node is rabbit@<short host name>, as the module's default (rabbit@localhost) names it.
-    podman("run", "-d", "--name", NAME, "--hostname", "localhost", "--systemd=always", "--runtime=runc",
-           "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE)
-    try:
-        podman("exec", NAME, "systemctl", "is-system-running", "--wait", check=False, timeout=120)
-        podman("exec", NAME, "bash", "-c",
-               "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
-               "apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null", timeout=900)
-        podman("exec", NAME, "systemctl", "start", "rabbitmq-server", timeout=300)
-        podman("exec", NAME, "mkdir", "-p", f"{WORK}/lib/ansible")
-        podman("cp", str(MODULE), f"{NAME}:{WORK}/rabbitmq_accounts.py")
-        # What AnsiballZ would ship with the module: Ansible's module_utils, from the controller's Ansible.
-        podman("exec", NAME, "touch", f"{WORK}/lib/ansible/__init__.py")
-        podman("cp", str(Path(ansible.module_utils.__file__).parent), f"{NAME}:{WORK}/lib/ansible/module_utils")
-        yield NAME
-    finally:
-        podman("rm", "-f", "-t", "0", NAME, check=False)
+    # The broker's node is rabbit@<short host name>: the module's default, rabbit@localhost.
+    with module_server(NAME, "rabbitmq_accounts", network="podman", hostname="localhost") as server:
+        server.exec("bash", "-c", "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+                    "apt-get install -y -qq --no-install-recommends rabbitmq-server >/dev/null", timeout=900)
+        server.exec("systemctl", "start", "rabbitmq-server", timeout=300)
+        SERVER["broker"] = server
+        yield server
 
 
 def run(args: dict, check_mode: bool = False) -> dict:
-    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}})
-    proc = subprocess.run(
-        ["podman", "exec", "-i", "-e", f"PYTHONPATH={WORK}/lib", NAME, "sh", "-c",
-         f"cat > {WORK}/args.json && python3 {WORK}/rabbitmq_accounts.py {WORK}/args.json"],
-        input=payload, capture_output=True, text=True, check=False, timeout=120)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return SERVER["broker"].run(args, check_mode=check_mode)
+
+
+def rabbitmqctl(*args: str) -> str:
+    return SERVER["broker"].exec("rabbitmqctl", "--quiet", *args).stdout
 
 
 def users() -> dict[str, list[str]]:
@@ -85,7 +52,7 @@ def can_log_in(user: str, password: str) -> bool:
         return "<<" + ",".join(str(b) for b in value.encode()) + ">>"
     expr = (f"element(1, rabbit_access_control:check_user_pass_login("
             f"{erlang_binary(user)}, {erlang_binary(password)})).")
-    out = podman("exec", "-i", NAME, "rabbitmqctl", "--quiet", "eval", input=expr).stdout.strip()
+    out = SERVER["broker"].exec("rabbitmqctl", "--quiet", "eval", input=expr).stdout.strip()
     assert out in ("ok", "refused"), out
     return out == "ok"
 
@@ -96,7 +63,7 @@ MONITOR = {"name": "monitor", "password": ODD, "vhost": "appvh", "configure_priv
 WANTED = {"vhosts": ["appvh"], "users": [APP, MONITOR]}
 
 
-def test_a_fresh_broker_gets_vhost_users_permissions_and_loses_guest(broker):
+def test_a_fresh_broker_gets_vhost_users_permissions_and_loses_guest():
     assert "guest" in users()
     predicted = run(WANTED, check_mode=True)
     assert predicted["_rc"] == 0 and predicted["changed"] is True, predicted
@@ -120,14 +87,14 @@ def test_a_fresh_broker_gets_vhost_users_permissions_and_loses_guest(broker):
     assert not can_log_in("monitor", "p")
 
 
-def test_a_second_run_changes_nothing_in_either_mode(broker):
+def test_a_second_run_changes_nothing_in_either_mode():
     run(WANTED)
     for check_mode in (True, False):
         result = run(WANTED, check_mode=check_mode)
         assert result["_rc"] == 0 and result["changed"] is False and result["changes"] == [], result
 
 
-def test_drift_is_reported_in_check_mode_and_repaired(broker):
+def test_drift_is_reported_in_check_mode_and_repaired():
     run(WANTED)
     rabbitmqctl("change_password", "app", "changed-by-hand")
     rabbitmqctl("set_user_tags", "app", "administrator")
@@ -153,7 +120,7 @@ def test_drift_is_reported_in_check_mode_and_repaired(broker):
     assert run(WANTED)["changed"] is False
 
 
-def test_no_password_reaches_the_output(broker):
+def test_no_password_reaches_the_output():
     run(WANTED)
     rabbitmqctl("change_password", "monitor", "changed-by-hand")
     result = run(WANTED)
@@ -168,7 +135,7 @@ def test_no_password_reaches_the_output(broker):
     ({"vhosts": [""]}, "vhosts: an entry is empty"),
     ({"users": [{"name": "x", "vhost": "/"}]}, "password"),
 ])
-def test_bad_input_fails_before_touching_the_broker(broker, args, message):
+def test_bad_input_fails_before_touching_the_broker(args, message):
     before = users()
     result = run(args)
     assert result["_rc"] != 0 and result.get("failed") is True, result
@@ -176,7 +143,7 @@ def test_bad_input_fails_before_touching_the_broker(broker, args, message):
     assert users() == before
 
 
-def test_a_failing_write_fails_the_task_with_the_reason(broker):
+def test_a_failing_write_fails_the_task_with_the_reason():
     # The vhost is neither there nor listed: set_permissions fails on the node.
     result = run({"users": [{**APP, "vhost": "no-such-vhost"}]})
     assert result["_rc"] != 0 and result.get("failed") is True, result
@@ -184,7 +151,7 @@ def test_a_failing_write_fails_the_task_with_the_reason(broker):
     assert "app-secret" not in json.dumps(result)
 
 
-def test_an_unreachable_node_fails_with_a_clear_message(broker):
+def test_an_unreachable_node_fails_with_a_clear_message():
     result = run({**WANTED, "node": "no-such-node@localhost"})
     assert result["_rc"] != 0 and result.get("failed") is True, result
     assert "rabbitmqctl eval on node no-such-node@localhost failed" in result["msg"], result["msg"]

@@ -4,20 +4,12 @@ project's local test image (the machine running the tests has no systemd as PID 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import uuid
-from pathlib import Path
 
-import ansible.module_utils
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "systemd_units.py"
-IMAGE = os.environ.get("DJSTACK_IMAGE", "localhost/djstack-debian:bookworm")
+from module_server import ModuleServer, module_server
+
 NAME = "djstack-test-systemd-units"
-# Not /tmp: with --systemd=always podman mounts a tmpfs there, which `podman cp` does not write into.
-WORK = "/opt/djstack-test"
 
 UNIT = """[Unit]
 Description=systemd_units test unit {n}
@@ -27,50 +19,23 @@ ExecStart=/bin/sleep infinity
 WantedBy=multi-user.target
 """
 
-
-def podman(*args: str, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run(["podman", *args], capture_output=True, text=True, check=check, **kw)
-
-
 @pytest.fixture(scope="module")
 def server():
-    if shutil.which("podman") is None:
-        pytest.skip("podman is not installed (scripts/bootstrap.sh installs it)")
-    if podman("image", "exists", IMAGE, check=False).returncode != 0:
-        pytest.skip(f"the local test image {IMAGE} is missing: run `make image`")
-    podman("rm", "-f", "-t", "0", NAME, check=False)
-    podman("run", "-d", "--name", NAME, "--systemd=always", "--runtime=runc", "--network=none",
-           "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096", IMAGE)
-    try:
-        podman("exec", NAME, "systemctl", "is-system-running", "--wait", check=False, timeout=120)
-        podman("exec", NAME, "mkdir", "-p", f"{WORK}/lib/ansible")
-        podman("cp", str(MODULE), f"{NAME}:{WORK}/systemd_units.py")
-        # What AnsiballZ would ship with the module: Ansible's module_utils, from the controller's Ansible.
-        podman("exec", NAME, "touch", f"{WORK}/lib/ansible/__init__.py")
-        podman("cp", str(Path(ansible.module_utils.__file__).parent), f"{NAME}:{WORK}/lib/ansible/module_utils")
+    with module_server(NAME, "systemd_units") as srv:
         for n in (1, 2, 3):
-            podman("exec", NAME, "sh", "-c", f"printf '%s' '{UNIT.format(n=n)}' > /etc/systemd/system/djtest{n}.service")
+            srv.exec("sh", "-c", f"printf '%s' '{UNIT.format(n=n)}' > /etc/systemd/system/djtest{n}.service")
         # A unit as a package installs it (systemctl mask links over it in /etc).
-        podman("exec", NAME, "sh", "-c", f"printf '%s' '{UNIT.format(n=4)}' > /usr/lib/systemd/system/djtest4.service")
-        podman("exec", NAME, "systemctl", "daemon-reload")
-        yield NAME
-    finally:
-        podman("rm", "-f", "-t", "0", NAME, check=False)
+        srv.exec("sh", "-c", f"printf '%s' '{UNIT.format(n=4)}' > /usr/lib/systemd/system/djtest4.service")
+        srv.exec("systemctl", "daemon-reload")
+        yield srv
 
 
-def run(server: str, check_mode: bool = False, diff: bool = False, **args) -> dict:
-    argfile = f"{WORK}/args-{uuid.uuid4().hex}.json"
-    payload = json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)})
-    podman("exec", "-i", server, "sh", "-c", f"cat > {argfile}", input=payload)
-    proc = podman("exec", "-e", f"PYTHONPATH={WORK}/lib", server, "python3", f"{WORK}/systemd_units.py", argfile, check=False)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+def run(server: ModuleServer, check_mode: bool = False, diff: bool = False, **args) -> dict:
+    return server.run(args, check_mode=check_mode, diff=diff)
 
 
-def state(server: str, unit: str, prop: str) -> str:
-    return podman("exec", server, "systemctl", "show", "--value", "-p", prop, unit).stdout.strip()
+def state(server: ModuleServer, unit: str, prop: str) -> str:
+    return server.exec("systemctl", "show", "--value", "-p", prop, unit).stdout.strip()
 
 
 def test_enable_and_start_several_units_in_one_run_then_nothing(server):
@@ -151,17 +116,17 @@ def test_check_mode_reports_an_unknown_unit_as_to_be_started(server):
 
 
 def test_a_masked_unit_fails_before_anything_changes(server):
-    podman("exec", server, "systemctl", "mask", "djtest4.service")
+    server.exec("systemctl", "mask", "djtest4.service")
     try:
         result = run(server, names=["djtest3.service", "djtest4.service"], state="started")
         assert result["_rc"] == 1 and "masked" in result["msg"] and "djtest4.service" in result["msg"]
         assert state(server, "djtest3.service", "ActiveState") == "inactive"
     finally:
-        podman("exec", server, "systemctl", "unmask", "djtest4.service")
+        server.exec("systemctl", "unmask", "djtest4.service")
 
 
 def test_daemon_reload_picks_up_a_changed_unit_file(server):
-    podman("exec", server, "sh", "-c",
+    server.exec("sh", "-c",
            "sed -i 's/^Description=.*/Description=changed/' /etc/systemd/system/djtest3.service")
     result = run(server, names=["djtest3.service"], daemon_reload=True, state="started")
     assert result["_rc"] == 0 and state(server, "djtest3.service", "Description") == "changed"

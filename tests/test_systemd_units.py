@@ -19,6 +19,7 @@ ExecStart=/bin/sleep infinity
 WantedBy=multi-user.target
 """
 
+
 @pytest.fixture(scope="module")
 def server():
     with module_server(NAME, "systemd_units") as srv:
@@ -127,7 +128,7 @@ def test_a_masked_unit_fails_before_anything_changes(server):
 
 def test_daemon_reload_picks_up_a_changed_unit_file(server):
     server.exec("sh", "-c",
-           "sed -i 's/^Description=.*/Description=changed/' /etc/systemd/system/djtest3.service")
+                "sed -i 's/^Description=.*/Description=changed/' /etc/systemd/system/djtest3.service")
     result = run(server, names=["djtest3.service"], daemon_reload=True, state="started")
     assert result["_rc"] == 0 and state(server, "djtest3.service", "Description") == "changed"
 

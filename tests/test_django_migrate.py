@@ -19,8 +19,9 @@ from pathlib import Path
 
 import pytest
 
+import module_run
+
 ROOT = Path(__file__).resolve().parents[1]
-MODULE = ROOT / "library" / "django_migrate.py"
 PROJECT = Path(__file__).resolve().parent / "django_migrate_fixtures" / "project"
 PYTHON = sys.executable  # the project venv: Django and psycopg are installed there
 SHOP = ["shop.0001_initial", "shop.0002_item_price", "shop.0003_seed"]
@@ -28,23 +29,11 @@ ENV = dict(os.environ, PYTHONDONTWRITEBYTECODE="1")
 
 
 def module_command(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> list[str]:
-    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
-    payload = dict(args, _ansible_check_mode=check_mode, _ansible_diff=diff)
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    return [sys.executable, str(MODULE), str(argfile)]
-
-
-def parse(stdout: str, returncode: int) -> dict:
-    result = json.loads(stdout)
-    result["_rc"] = returncode
-    return result
+    return module_run.module_command("django_migrate", tmp_path, args, check_mode, diff)
 
 
 def run_module(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> dict:
-    proc = subprocess.run(module_command(tmp_path, check_mode, diff, **args), capture_output=True, text=True,
-                          check=False, env=ENV)
-    assert proc.stdout, proc.stderr
-    return parse(proc.stdout, proc.returncode)
+    return module_run.run_module("django_migrate", tmp_path, args, check_mode, diff, env=ENV)
 
 
 # --- databases ---------------------------------------------------------------------------------
@@ -197,7 +186,7 @@ def test_concurrent_runs_serialize(tmp_path, db):
     results = []
     for proc in procs:
         out, err = proc.communicate(timeout=60)
-        results.append(parse(out, proc.returncode))
+        results.append(module_run.parse(out, proc.returncode))
     assert [r["_rc"] for r in results] == [0, 0], [r.get("msg") for r in results]
     assert sorted(r["changed"] for r in results) == [False, True]
     winner = next(r for r in results if r["changed"])
@@ -285,7 +274,7 @@ def test_bad_input_fails_naming_the_option(tmp_path, args, message):
 def test_ansible_doc_renders_the_documentation():
     bindir = Path(sys.executable).parent
     proc = subprocess.run(
-        [str(bindir / "ansible-doc"), "-M", str(MODULE.parent), "django_migrate"],
+        [str(bindir / "ansible-doc"), "-M", str(module_run.LIBRARY), "django_migrate"],
         capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
     )
     assert proc.returncode == 0, proc.stderr

@@ -2,28 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "django_release.py"
+from module_run import run_module
 
 
 def run(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> dict:
-    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(args, _ansible_check_mode=check_mode,
-                                                               _ansible_diff=diff)}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return run_module("django_release", tmp_path, args, check_mode, diff)
 
 
 def make_release(root: Path, name: str, venv: str) -> Path:

@@ -3,29 +3,20 @@ database (the project's machines are Debian 12), and compared with dpkg-query it
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "installed_packages.py"
+from module_run import run_module
 
 pytestmark = pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian host")
 
 
 def run(tmp_path: Path, env: dict | None = None, check_mode: bool = False) -> dict:
-    argfile = tmp_path / "args.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {"_ansible_check_mode": check_mode}}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True,
-                          check=False, env=env)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return run_module("installed_packages", tmp_path, {}, check_mode, env=env)
 
 
 def dpkg_status(name: str) -> tuple[str, str]:

@@ -3,29 +3,18 @@
 from __future__ import annotations
 
 import grp
-import json
 import os
 import pwd
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "managed_files.py"
+from module_run import run_module
 
 
 def run(tmp_path: Path, files: list[dict], check_mode: bool = False, diff: bool = False) -> dict:
-    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
-        "files": files, "_ansible_check_mode": check_mode, "_ansible_diff": diff,
-        "_ansible_remote_tmp": str(tmp_path / "remote-tmp"), "_ansible_keep_remote_files": False}}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return run_module("managed_files", tmp_path, {"files": files}, check_mode, diff)
 
 
 def mode(path: Path) -> str:

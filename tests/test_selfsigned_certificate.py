@@ -7,12 +7,9 @@ from __future__ import annotations
 import datetime
 import grp
 import ipaddress
-import json
 import os
 import pwd
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,22 +18,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "selfsigned_certificate.py"
+from module_run import run_module
 
 
 def run(tmp_path: Path, check_mode: bool = False, diff: bool = False, **params) -> dict:
     args = {"path": str(tmp_path / "site.crt"), "key_path": str(tmp_path / "site.key"),
             "common_name": "demo.example.com", "subject_alt_names": ["DNS:demo.example.com", "IP:127.0.0.1"],
             "owner": pwd.getpwuid(os.getuid()).pw_name, "group": grp.getgrgid(os.getgid()).gr_name, **params}
-    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": {
-        **args, "_ansible_check_mode": check_mode, "_ansible_diff": diff,
-        "_ansible_remote_tmp": str(tmp_path / "remote-tmp"), "_ansible_keep_remote_files": False}}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False)
-    assert proc.stdout, proc.stderr
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return run_module("selfsigned_certificate", tmp_path, args, check_mode, diff)
 
 
 def openssl_text(path: Path) -> str:

@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[1] / "library" / "source_archive.py"
+import module_run
 
 
 def run_module(tmp_path: Path, check_mode: bool = False, **args) -> dict:
-    argfile = tmp_path / f"args-{time.monotonic_ns()}.json"
-    payload = dict(args, _ansible_check_mode=check_mode)
-    argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": payload}))
-    proc = subprocess.run([sys.executable, str(MODULE), str(argfile)], capture_output=True, text=True, check=False)
-    result = json.loads(proc.stdout)
-    result["_rc"] = proc.returncode
-    return result
+    return module_run.run_module("source_archive", tmp_path, args, check_mode)
 
 
 @pytest.fixture
@@ -104,7 +96,7 @@ def test_unreadable_file_fails(tmp_path, project):
 def test_ansible_doc_renders_the_documentation():
     bindir = Path(sys.executable).parent
     proc = subprocess.run(
-        [str(bindir / "ansible-doc"), "-M", str(MODULE.parent), "source_archive"],
+        [str(bindir / "ansible-doc"), "-M", str(module_run.LIBRARY), "source_archive"],
         capture_output=True, text=True, check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1"),
     )
     assert proc.returncode == 0, proc.stderr

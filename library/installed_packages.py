@@ -46,7 +46,7 @@ EXAMPLES = r"""
   ansible.builtin.apt:
     name: [nginx, ssl-cert]
     state: present
-  when: ['nginx', 'ssl-cert'] | reject('in', ansible_facts.packages) | list | length > 0
+  when: "['nginx', 'ssl-cert'] | reject('in', ansible_facts.packages) | list | length > 0"
 """
 
 RETURN = r"""

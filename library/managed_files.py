@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 module: managed_files
 short_description: Converge a set of files, directories and symbolic links in one module run
 description:
-  - Brings every entry of O(files), in order, to its state: a regular file with the given content
+  - Brings every entry of O(files), in order, to its state, which is a regular file with the given content
     (rendered on the controller, typically with C(lookup('ansible.builtin.template', ...))), a
     directory, a symbolic link, or nothing. Owner, group and mode are set where they differ.
   - It replaces what would otherwise be one C(ansible.builtin.template), C(copy) or C(file) task item

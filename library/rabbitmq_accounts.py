@@ -11,7 +11,7 @@ DOCUMENTATION = r"""
 module: rabbitmq_accounts
 short_description: Ensure RabbitMQ vhosts and users (password, tags, permissions) in one rabbitmqctl call
 description:
-  - Compares the broker's vhosts and users with the ones given and repairs what differs: a missing
+  - Compares the broker's vhosts and users with the ones given and repairs what differs. A missing
     vhost is created; a missing user is created; a user's password, tags and permissions are set to
     the ones given, its permissions on other vhosts and its topic permissions are cleared; the users
     listed in O(absent_users) (the package's C(guest) by default) are deleted.
@@ -21,7 +21,7 @@ description:
     user and the guest user cost 11 to 17 s on a fresh server, and 5 s to find nothing to do).
   - The password is compared by logging in with it (the broker stores a salted hash), so the
     module reports changed only when a password really differs.
-  - The program reaches C(rabbitmqctl) on its standard input, never in its arguments: no password
+  - The program reaches C(rabbitmqctl) on its standard input, never in its arguments, so no password
     shows up in a process list. Strings reach Erlang as byte lists, so no name or password can
     break out of them.
 version_added: "1.0.0"

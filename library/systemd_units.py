@@ -54,7 +54,7 @@ options:
         (C(systemctl try-restart) and C(try-reload-or-restart) semantics); units that are not
         running, or that systemd does not know yet, are left alone, without failing.
       - For handlers that can fire before the task that starts the units has run (a first
-        converge): a unit that starts later reads its new settings as it starts, and restarting
+        converge); a unit that starts later reads its new settings as it starts, and restarting
         it first would only start it twice.
     type: bool
     default: false

@@ -45,7 +45,15 @@ options:
         choices: [file, directory, link, absent]
         default: file
       content:
-        description: The file's whole content (required with O(files[].state=file)).
+        description:
+          - The file's whole content (with O(files[].state=file), this or O(files[].secret_content)).
+        type: str
+      secret_content:
+        description:
+          - The file's whole content when it is a secret (a key, a cookie, a file of passwords), in
+            place of O(files[].content), for a task that also writes files whose diff you want to see.
+          - Ansible masks its value wherever it would appear in the output (C(no_log) for this
+            option only), and the diff says only whether it changed, never what it holds.
         type: str
       src:
         description: The link's target (required with O(files[].state=link)); not resolved.
@@ -64,6 +72,25 @@ options:
           - Command that checks the new content before it replaces the file; C(%s) stands for the
             temporary file's path. A failing command fails the task and leaves the file as it was.
         type: str
+  report_unlisted:
+    description:
+      - Directories to look through for entries that match O(report_unlisted[].patterns) and are not
+        in O(files), without touching them (RV(unlisted)). That is what a role wrote once and no longer
+        wants, for the tasks that follow to stop or remove, in their own order.
+      - Replaces a separate M(ansible.builtin.find) run after the files are written.
+    type: list
+    elements: dict
+    default: []
+    suboptions:
+      path:
+        description: Absolute path of the directory (a missing directory holds nothing).
+        type: path
+        required: true
+      patterns:
+        description: Shell-style patterns matched against the names of the directory's entries.
+        type: list
+        elements: str
+        required: true
 attributes:
   check_mode:
     support: full
@@ -96,6 +123,29 @@ EXAMPLES = r"""
       - {path: /srv/demoapp/shared, state: directory, owner: demoapp, group: demoapp, mode: "0750"}
       - {path: /etc/nginx/sites-enabled/demoapp.conf, state: link, src: /etc/nginx/sites-available/demoapp.conf}
       - {path: /etc/nginx/sites-enabled/default, state: absent}
+
+- name: configure | Write the broker's settings and its Erlang cookie (masked in the output and the diff)
+  managed_files:
+    files:
+      - path: /etc/rabbitmq/rabbitmq.conf
+        content: "{{ lookup('ansible.builtin.template', 'etc/rabbitmq/rabbitmq.conf.j2') }}"
+        mode: "0640"
+      - path: /var/lib/rabbitmq/.erlang.cookie
+        secret_content: "{{ rabbitmq_erlang_cookie }}"
+        owner: rabbitmq
+        group: rabbitmq
+        mode: "0400"
+  notify: Restart rabbitmq
+
+- name: configure | Write the worker units and report the ones written before that are no longer wanted
+  managed_files:
+    files:
+      - path: /etc/systemd/system/celery-worker@default.service.d
+        state: directory
+    report_unlisted:
+      - path: /etc/systemd/system
+        patterns: ["celery-worker@*.service.d"]
+  register: _units  # _units.unlisted: directories of the workers to stop and remove
 
 - name: configure | Write the sshd settings, checked by sshd before they replace the old ones
   managed_files:
@@ -130,8 +180,17 @@ changed_paths:
   type: list
   elements: str
   sample: ["/etc/memcached.conf"]
+unlisted:
+  description:
+    - Paths in the O(report_unlisted) directories that match their patterns and are not in O(files),
+      sorted.
+  returned: always
+  type: list
+  elements: str
+  sample: ["/etc/systemd/system/celery-worker@reports.service.d"]
 """
 
+import fnmatch
 import os
 import shutil
 import tempfile
@@ -143,6 +202,7 @@ FILE_SPEC = dict(
     path=dict(type="path", required=True),
     state=dict(type="str", choices=["file", "directory", "link", "absent"], default="file"),
     content=dict(type="str"),
+    secret_content=dict(type="str", no_log=True),
     src=dict(type="str"),
     owner=dict(type="str"),
     group=dict(type="str"),
@@ -206,9 +266,8 @@ class Converger:
                            "before": {"path": path, "state": before}, "after": {"path": path, "state": after}})
 
     def file(self, entry: dict) -> bool:
-        path, content = entry["path"], entry["content"]
-        if content is None:
-            self.fail(entry, "state=file needs content")
+        path, secret = entry["path"], entry["secret_content"] is not None
+        content = entry["secret_content"] if secret else entry["content"]
         if self.parent_missing(entry):
             return True
         new = to_bytes(content, errors="surrogate_or_strict")
@@ -222,10 +281,16 @@ class Converger:
         if now == "link":
             self.type_change(path, "link", "file")
         changed = old != new or now == "link"
-        if changed:
+        if changed and secret:
+            # Whether it changed, never what it holds (before or after).
+            self.diffs.append({"before_header": path, "after_header": path,
+                               "before": {"path": path, "secret_content": "(absent)" if old is None else "(secret)"},
+                               "after": {"path": path, "secret_content": "(secret, changed)"}})
+        elif changed:
             self.diffs.append({"before_header": path if old is not None else "/dev/null", "after_header": path,
                                "before": to_native(old, errors="surrogate_then_replace") if old is not None else "",
                                "after": content})
+        if changed:
             if not self.check:
                 self.write(entry, new, replace_link=now == "link")
         if self.check and now == "absent":
@@ -252,8 +317,6 @@ class Converger:
         """Run the validate command on a copy under the module's private temporary directory (so
         that what the command leaves behind, such as py_compile's __pycache__, is removed with it)."""
         command = entry["validate"]
-        if "%s" not in command:
-            self.fail(entry, f"validate must contain %s (got {command!r})")
         candidate = os.path.join(tempfile.mkdtemp(dir=self.module.tmpdir), os.path.basename(entry["path"]))
         with open(candidate, "wb") as handle:
             handle.write(data)
@@ -278,8 +341,6 @@ class Converger:
 
     def link(self, entry: dict) -> bool:
         path, src = entry["path"], entry["src"]
-        if not src:
-            self.fail(entry, "state=link needs src")
         if self.parent_missing(entry):
             return True
         now = kind_of(path)
@@ -313,18 +374,57 @@ class Converger:
                 os.unlink(path)
         return True
 
-    def run(self, entry: dict) -> bool:
+    @staticmethod
+    def unlisted(directories: list[dict], listed: set[str]) -> list[str]:
+        found = []
+        for directory in directories:
+            base = directory["path"].rstrip("/") or "/"
+            try:
+                names = os.listdir(base)
+            except FileNotFoundError:
+                continue
+            for name in names:
+                path = os.path.join(base, name)
+                if path not in listed and any(fnmatch.fnmatchcase(name, p) for p in directory["patterns"]):
+                    found.append(path)
+        return sorted(set(found))
+
+    def check_input(self, entry: dict) -> None:
+        """Fail on an entry that cannot be converged (before any entry is)."""
         if not os.path.isabs(entry["path"]):
             self.fail(entry, "path must be absolute")
+        if entry["state"] == "file":
+            if entry["content"] is not None and entry["secret_content"] is not None:
+                self.fail(entry, "give content or secret_content, not both")
+            if entry["content"] is None and entry["secret_content"] is None:
+                self.fail(entry, "state=file needs content (or secret_content)")
+        if entry["state"] == "link" and not entry["src"]:
+            self.fail(entry, "state=link needs src")
+        if entry["validate"] and "%s" not in entry["validate"]:
+            self.fail(entry, f"validate must contain %s (got {entry['validate']!r})")
+
+    def run(self, entry: dict) -> bool:
         return getattr(self, entry["state"])(entry)
 
 
 def main() -> None:
     module = AnsibleModule(
-        argument_spec=dict(files=dict(type="list", elements="dict", required=True, options=FILE_SPEC)),
+        argument_spec=dict(
+            files=dict(type="list", elements="dict", required=True, options=FILE_SPEC),
+            report_unlisted=dict(type="list", elements="dict", default=[], options=dict(
+                path=dict(type="path", required=True),
+                patterns=dict(type="list", elements="str", required=True),
+            )),
+        ),
         supports_check_mode=True,
     )
+    # Bad input fails before anything is changed.
+    for directory in module.params["report_unlisted"]:
+        if not os.path.isabs(directory["path"]):
+            module.fail_json(msg=f"report_unlisted: {directory['path']}: path must be absolute")
     converger = Converger(module)
+    for entry in module.params["files"]:
+        converger.check_input(entry)
     results = []
     for entry in module.params["files"]:
         try:
@@ -333,7 +433,9 @@ def main() -> None:
             module.fail_json(msg=f"{entry['path']}: {exc.strerror or exc}", path=entry["path"])
         results.append({"path": entry["path"], "state": entry["state"], "changed": bool(changed)})
     changed_paths = [r["path"] for r in results if r["changed"]]
-    result = dict(changed=bool(changed_paths), files=results, changed_paths=changed_paths)
+    listed = {entry["path"].rstrip("/") for entry in module.params["files"]}
+    unlisted = converger.unlisted(module.params["report_unlisted"], listed)
+    result = dict(changed=bool(changed_paths), files=results, changed_paths=changed_paths, unlisted=unlisted)
     if module._diff:
         result["diff"] = converger.diffs
     module.exit_json(**result)

@@ -5,12 +5,13 @@ from __future__ import annotations
 import grp
 import os
 import pwd
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from module_run import run_module
+from module_run import module_command, parse, run_module
 
 
 def run(tmp_path: Path, files: list[dict], check_mode: bool = False, diff: bool = False) -> dict:
@@ -170,3 +171,63 @@ def test_a_link_replaces_a_file_and_a_file_replaces_a_link(tmp_path, site):
     assert os.readlink(site / "was-file") == "target"
     assert not (site / "was-link").is_symlink() and (site / "was-link").read_text() == "now a file\n"
     assert (site / "target").read_text() == "t\n"  # the old link's target is untouched
+
+
+def test_bad_input_anywhere_in_the_list_fails_before_anything_is_written(tmp_path, site):
+    first, bad = site / "first.conf", site / "bad.conf"
+    result = run(tmp_path, [{"path": str(first), "content": "ok\n"},
+                            {"path": str(bad), "content": "plain-Xy1", "secret_content": "secret-Xy2"}])
+    assert result["_rc"] == 1 and "not both" in result["msg"] and str(bad) in result["msg"]
+    assert not first.exists()
+    relative = run_module("managed_files", tmp_path, {
+                       "files": [{"path": str(first), "content": "ok\n"}],
+                       "report_unlisted": [{"path": "relative/dir", "patterns": ["*"]}]})
+    assert relative["_rc"] == 1 and "relative/dir" in relative["msg"] and "absolute" in relative["msg"]
+    assert not first.exists()
+
+
+SECRET = "cookie-Zq7-not-in-any-output"
+
+
+def test_secret_content_is_written_but_never_shown(tmp_path, site):
+    cookie, conf = site / ".erlang.cookie", site / "rabbitmq.conf"
+    files = [{"path": str(conf), "content": "listeners.tcp.default = 127.0.0.1:5672\n", "mode": "0640"},
+             {"path": str(cookie), "secret_content": SECRET, "mode": "0400"}]
+    proc = subprocess.run(module_command("managed_files", tmp_path, {"files": files}, diff=True),
+                          capture_output=True, text=True, check=False)
+    first = parse(proc.stdout, proc.returncode)
+    assert first["_rc"] == 0 and first["changed_paths"] == [str(conf), str(cookie)]
+    assert cookie.read_text() == SECRET and mode(cookie) == "0o400"
+    assert SECRET not in proc.stdout + proc.stderr  # not in the diff, the invocation, anything
+    assert "127.0.0.1:5672" in str(first["diff"])  # the other file's diff is shown
+    assert first["invocation"]["module_args"]["files"][1]["secret_content"] != SECRET
+
+    cookie.chmod(0o600)
+    cookie.write_text("changed by hand")
+    proc = subprocess.run(module_command("managed_files", tmp_path, {"files": files}, check_mode=True, diff=True),
+                          capture_output=True, text=True, check=False)
+    checked = parse(proc.stdout, proc.returncode)
+    assert checked["changed_paths"] == [str(cookie)] and cookie.read_text() == "changed by hand"
+    assert SECRET not in proc.stdout and "changed by hand" not in proc.stdout
+    assert "(secret, changed)" in str(checked["diff"])
+
+    again = run(tmp_path, files)
+    assert again["changed_paths"] == [str(cookie)] and cookie.read_text() == SECRET and mode(cookie) == "0o400"
+    assert run(tmp_path, files)["changed"] is False
+
+
+def test_report_unlisted_names_what_the_list_no_longer_holds_and_touches_nothing(tmp_path, site):
+    units = site / "system"
+    units.mkdir()
+    for name in ("celery-worker@default.service.d", "celery-worker@reports.service.d", "celery-beat@demo.service.d",
+                 "nginx.service.d"):
+        (units / name).mkdir()
+    args = {"files": [{"path": str(units / "celery-worker@default.service.d"), "state": "directory"},
+                      {"path": str(units / "celery-beat@demo.service.d") + "/", "state": "directory"}],
+            "report_unlisted": [{"path": str(units), "patterns": ["celery-worker@*.service.d", "celery-beat@*.service.d"]},
+                                {"path": str(site / "missing"), "patterns": ["*"]}]}
+    result = run_module("managed_files", tmp_path, args)
+    assert result["_rc"] == 0 and result["changed"] is False
+    assert result["unlisted"] == [str(units / "celery-worker@reports.service.d")]
+    assert (units / "celery-worker@reports.service.d").is_dir()  # reported, not removed
+    assert run_module("managed_files", tmp_path, dict(args, report_unlisted=[]))["unlisted"] == []

@@ -9,9 +9,11 @@ import json
 import struct
 import time
 
+import yaml
 from PIL import Image
 
-from stackhelpers import APP_NAME, APP_ROOT, APP_USER, curl, listeners, podman_hosts, upload
+from stackhelpers import (APP_NAME, APP_ROOT, APP_USER, PROJECT_DIR, curl, listeners, podman_hosts, recap,
+                          run_playbook, upload)
 
 testinfra_hosts = podman_hosts("webservers")[:1]
 
@@ -85,3 +87,29 @@ def test_beat_fires_the_periodic_task(host):
             break
         time.sleep(1)
     assert later["count"] > first["count"] >= 0 and later["last"], (first, later)
+
+
+def test_a_worker_dropped_from_celery_workers_is_stopped_disabled_and_its_settings_removed(host):
+    """Add a worker, then converge without it: the role finds its settings as no longer wanted
+    (managed_files' report_unlisted), stops and disables it and removes its drop-in directory; the
+    worker that stays is left running. The host ends as the converge left it."""
+    unit_dir = "/etc/systemd/system"
+    workers = yaml.safe_load((PROJECT_DIR / "roles" / "celery" / "defaults" / "main.yml").read_text())["celery_workers"]
+    assert [w["name"] for w in workers] == ["default"]  # the scenario runs the role's default worker
+    extra = dict(workers[0], name="reports", queues=["reports"], concurrency=1)
+
+    added = run_playbook("playbooks/app.yml", "--tags", "celery", "-e", json.dumps({"celery_workers": [*workers, extra]}))
+    assert added.returncode == 0, added.stdout[-4000:] + added.stderr[-2000:]
+    assert host.service("celery-worker@reports.service").is_running
+    assert host.file(f"{unit_dir}/celery-worker@reports.service.d").is_directory
+    default_pid = host.check_output("systemctl show -p MainPID --value celery-worker@default.service")
+
+    dropped = run_playbook("playbooks/app.yml", "--tags", "celery")
+    assert dropped.returncode == 0, dropped.stdout[-4000:] + dropped.stderr[-2000:]
+    assert all(counts["changed"] > 0 for counts in recap(dropped.stdout).values())
+    reports = host.service("celery-worker@reports.service")
+    assert not reports.is_running and not reports.is_enabled
+    assert not host.file(f"{unit_dir}/celery-worker@reports.service.d").exists
+    assert host.service("celery-worker@default.service").is_running
+    assert host.check_output("systemctl show -p MainPID --value celery-worker@default.service") == default_pid
+    assert host.check_output("systemctl show -p NeedDaemonReload --value celery-worker@default.service") == "no"

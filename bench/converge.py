@@ -77,10 +77,11 @@ def task_seconds(log: Path) -> list[tuple[str, float]]:
 
 
 def package_seconds(log: Path) -> float:
-    """The first converge's share of the floor's work: its apt installs and its virtualenv build (the
-    part of the build the converge waited for; django_app's prefetch runs pip while other tasks run)."""
+    """The first converge's share of the floor's work: its apt installs (common's one transaction of
+    every tier's packages, and any role's own install step) and its virtualenv build (the part of
+    the build the converge waited for; django_app's prefetch runs pip while other tasks run)."""
     return sum(sec for name, sec in task_seconds(log)
-               if re.search(r"(install|prefetch) \| (Install|Ensure) .*(packages|installed|runtime|rabbitmq-server)", name)
+               if re.search(r"(install|prefetch|packages) \| (Install|Ensure) .*(packages|installed|runtime|rabbitmq-server)", name)
                or "Build the virtualenv" in name or "Wait for the virtualenv" in name)
 
 

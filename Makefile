@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 
-.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-deploy bench-backup bench-celery bench-appserver clean
+.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-apt bench-deploy bench-backup bench-celery bench-appserver clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ molecule: image ## Every Molecule scenario (create, converge, idempotence, verif
 
 bench: image ## Converge figures: first and second converge next to the apt+pip floor
 	@python3 bench/converge.py
+
+bench-apt: image ## The server's packages in one apt transaction vs one per role (why base.yml installs them at once)
+	@python3 bench/apt_transactions.py
 
 bench-deploy: image ## Requests dropped during a deploy, next to a naive restart; code-only deploy time
 	@python3 bench/deploy.py

@@ -6,12 +6,11 @@ from notes.models import Note
 
 
 class NoteIndex(indexes.SearchIndex, indexes.Indexable):
+    """The demo app's index (examples/demoapp/notes/search_indexes.py): full text, title and a date."""
+
     text = indexes.CharField(document=True, use_template=True)  # the document field (df)
     title = indexes.CharField(model_attr="title")
-    category = indexes.CharField(model_attr="category", faceted=True)  # also category_exact (string)
-    views = indexes.IntegerField(model_attr="views")
     published = indexes.DateTimeField(model_attr="published")
-    is_public = indexes.BooleanField(model_attr="is_public")
     if os.environ.get("STANDIN_EXTRA_FIELD"):  # a schema change: one more field in Solr
         summary = indexes.CharField()
 

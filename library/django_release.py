@@ -17,12 +17,21 @@ description:
     links C(current) (the release being served) and C(previous) (the one served before it).
   - With O(content_id), returns the name of the newest existing release of that content, or a new
     name for it (C(<timestamp>-<content_id>)); nothing is created.
+  - With O(release), tells what putting that release live would change: whether it is already
+    current (RV(live)), and whether it runs from another virtualenv than the current one
+    (RV(venv_changes): an app server must then restart, a reload keeps the old packages loaded).
+  - With O(rollback_to), chooses the release a rollback goes back to (that id, or C(previous) when
+    empty) and works out, from the C(.release.json) that each release wrote when it went live, the
+    migration each app of the current release must go back to (RV(migration_targets)). Fails,
+    changing nothing, when there is nothing to roll back to or a record is missing.
   - With O(switch_to), makes that release current. C(previous) is set to the release that was
     current, then C(current) is replaced by renaming a temporary symbolic link over it, so a
     reader sees the old or the new target, never a missing link.
   - With O(keep), removes all but the newest O(keep) releases, never the current or the previous
     one, then the virtualenvs and archives that no remaining release uses.
   - Without O(switch_to) or O(keep) the module only reads.
+  - A release that went live records, in C(releases/<id>/.release.json), its id and the leaf
+    migrations of its code (C({"release": "<id>", "migrations": ["app.0002_x", ...]})).
 version_added: "1.0.0"
 author:
   - django-stack maintainers
@@ -40,6 +49,14 @@ options:
     description:
       - UTC time (C(YYYYMMDDTHHMMSSZ)) a new release name starts with; give one value to every host
         of a deploy so their release names match. Defaults to now.
+    type: str
+  release:
+    description: Release id to describe (RV(live), RV(venv_changes)); read only.
+    type: str
+  rollback_to:
+    description:
+      - Release id a rollback goes back to; the empty string means the one C(previous) points to.
+      - Read only; the switch itself is O(switch_to).
     type: str
   switch_to:
     description: Release id (a directory under C(releases/)) to make current.
@@ -68,6 +85,18 @@ EXAMPLES = r"""
     content_id: "{{ archive.id }}"
   register: release
 
+- name: Read what putting it live changes
+  django_release:
+    root: /srv/demoapp
+    release: "{{ release.release_id }}"
+  register: plan
+
+- name: Choose the release a rollback goes back to, and the migrations to unapply
+  django_release:
+    root: /srv/demoapp
+    rollback_to: ""
+  register: rollback
+
 - name: Make it current and keep the last five releases
   django_release:
     root: /srv/demoapp
@@ -79,14 +108,36 @@ EXAMPLES = r"""
 
 RETURN = r"""
 release_id:
-  description: With O(content_id), the release for that content (existing or new).
-  returned: when content_id is given
+  description: With O(content_id), the release for that content (existing or new); with O(rollback_to), the release to go back to.
+  returned: when content_id or rollback_to is given
   type: str
   sample: 20261124T101500Z-3f2a9c41d0be
 new:
   description: With O(content_id), true when no release of that content exists yet.
   returned: when content_id is given
   type: bool
+live:
+  description: With O(release), true when that release is the one being served already.
+  returned: when release is given
+  type: bool
+venv_changes:
+  description: >-
+    With O(release), true when that release runs from another virtualenv than the current one (or when
+    nothing is current yet).
+  returned: when release is given
+  type: bool
+rollback_from:
+  description: With O(rollback_to), the release being served, which the rollback leaves.
+  returned: when rollback_to is given
+  type: str
+migration_targets:
+  description:
+    - With O(rollback_to), per app of the current release whose recorded state differs from the older
+      release's, the migration to go back to (C(zero) for an app the older release does not have).
+  returned: when rollback_to is given
+  type: list
+  elements: dict
+  sample: [{"app": "notes", "migration": "0002_note_tags"}, {"app": "jobs", "migration": "zero"}]
 current:
   description: Release id C(current) points to after the run (null when there is none).
   returned: always
@@ -116,6 +167,7 @@ removed:
   elements: str
 """
 
+import json
 import os
 import re
 import shutil
@@ -185,6 +237,63 @@ def plan_removals(root, releases, keep, protected):
     return paths
 
 
+def read_record(releases_dir, release):
+    """The migrations a release recorded when it went live (its .release.json), or None."""
+    path = os.path.join(releases_dir, release, ".release.json")
+    try:
+        with open(path) as handle:
+            record = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    migrations = record.get("migrations") if isinstance(record, dict) else None
+    if not isinstance(migrations, list) or not all(isinstance(m, str) and "." in m for m in migrations):
+        return None
+    return migrations
+
+
+def migration_targets(older, newer):
+    """Where each app of the newer release's leaves goes back to, to reach the older release's state.
+
+    Both are lists of "app.migration" leaves. An app whose leaf is the same in both is left out; an
+    app the older release does not have goes back to "zero".
+    """
+    older_by_app = {}
+    for leaf in older:
+        app, name = leaf.split(".", 1)
+        older_by_app[app] = name
+    targets = []
+    for leaf in newer:
+        app = leaf.split(".", 1)[0]
+        goal = older_by_app.get(app, "zero")
+        if "%s.%s" % (app, goal) not in newer and {"app": app, "migration": goal} not in targets:
+            targets.append({"app": app, "migration": goal})
+    return targets
+
+
+def plan_rollback(module, releases_dir, releases, current, previous, wanted):
+    """release_id, rollback_from and migration_targets of a rollback to `wanted` ("" = previous)."""
+    target = wanted or previous
+    if not current:
+        module.fail_json(msg="django_release: nothing to roll back: no release is current", releases=releases)
+    if not target:
+        module.fail_json(msg="django_release: nothing to roll back to: no previous release, and rollback_to is empty",
+                         current=current, releases=releases)
+    if target not in releases:
+        module.fail_json(msg="django_release: cannot roll back to %s: no such release (releases: %s)"
+                         % (target, ", ".join(releases) or "none"), current=current, releases=releases)
+    if target == current:
+        module.fail_json(msg="django_release: %s is the release being served already" % target,
+                         current=current, releases=releases)
+    records = {r: read_record(releases_dir, r) for r in (target, current)}
+    missing = [r for r in (target, current) if records[r] is None]
+    if missing:
+        module.fail_json(msg="django_release: cannot roll back from %s to %s: %s recorded no migration state "
+                             "(releases/<id>/.release.json): it never went live through this role"
+                             % (current, target, " and ".join(missing)), current=current, releases=releases)
+    return dict(release_id=target, rollback_from=current,
+                migration_targets=migration_targets(records[target], records[current]))
+
+
 def remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
@@ -198,9 +307,12 @@ def main():
             root=dict(type="path", required=True),
             content_id=dict(type="str"),
             timestamp=dict(type="str"),
+            release=dict(type="str"),
+            rollback_to=dict(type="str"),
             switch_to=dict(type="str"),
             keep=dict(type="int"),
         ),
+        mutually_exclusive=[("content_id", "release", "rollback_to")],
         supports_check_mode=True,
     )
     p = module.params
@@ -215,6 +327,9 @@ def main():
         module.fail_json(msg="django_release: timestamp %r is not a UTC time like 20261124T101500Z" % p["timestamp"])
     if p["keep"] is not None and p["keep"] < 2:
         module.fail_json(msg="django_release: keep=%d would leave no rollback target; keep at least 2 releases" % p["keep"])
+    for name in ("release", "rollback_to"):
+        if p[name] and not ID_RE.match(p[name]):
+            module.fail_json(msg="django_release: %s %r is not a release id" % (name, p[name]))
     if p["switch_to"] is not None:
         if not ID_RE.match(p["switch_to"]) or "/" in p["switch_to"]:
             module.fail_json(msg="django_release: switch_to %r is not a release id" % p["switch_to"])
@@ -237,6 +352,14 @@ def main():
         else:
             stamp = p["timestamp"] or time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
             result.update(release_id="%s-%s" % (stamp, p["content_id"]), new=True)
+
+    if p["release"]:
+        result.update(live=p["release"] == current,
+                      venv_changes=venv_of(releases_dir, current) is None
+                      or venv_of(releases_dir, current) != venv_of(releases_dir, p["release"]))
+
+    if p["rollback_to"] is not None:
+        result.update(plan_rollback(module, releases_dir, releases, current, previous, p["rollback_to"]))
 
     target = p["switch_to"]
     if target and target != current:

@@ -129,3 +129,65 @@ def test_bad_input_fails_naming_the_option(tmp_path, root, args, message):
     assert result["_rc"] != 0 and result["failed"] is True
     assert message in result["msg"]
     assert not (root / "current").exists()
+
+
+A, B, C = "20260101T000000Z-aaaaaaaaaaaa", "20260102T000000Z-bbbbbbbbbbbb", "20260103T000000Z-cccccccccccc"
+
+
+def test_release_says_whether_it_is_live_and_whether_its_virtualenv_differs(tmp_path, root):
+    nothing_served = run(tmp_path, root=str(root), release=B)
+    assert nothing_served["live"] is False and nothing_served["venv_changes"] is True
+    assert nothing_served["changed"] is False and not (root / "current").exists()  # a read
+    run(tmp_path, root=str(root), switch_to=A)
+    same_venv = run(tmp_path, root=str(root), release=B)
+    assert same_venv["live"] is False and same_venv["venv_changes"] is False  # both use venvs/v1
+    other_venv = run(tmp_path, root=str(root), release=C)
+    assert other_venv["live"] is False and other_venv["venv_changes"] is True
+    served = run(tmp_path, root=str(root), release=A)
+    assert served["live"] is True and served["venv_changes"] is False
+
+
+def record(root: Path, release: str, migrations: list[str]) -> None:
+    (root / "releases" / release / ".release.json").write_text(
+        '{"release": "%s", "migrations": %s}' % (release, str(migrations).replace("'", '"')))
+
+
+def test_rollback_to_previous_names_the_migrations_each_app_goes_back_to(tmp_path, root):
+    record(root, A, ["notes.0002_note_tags", "auth.0012_alter_user_first_name_max_length"])
+    record(root, B, ["notes.0004_note_pinned", "jobs.0001_initial", "auth.0012_alter_user_first_name_max_length"])
+    run(tmp_path, root=str(root), switch_to=A)
+    run(tmp_path, root=str(root), switch_to=B)
+    plan = run(tmp_path, root=str(root), rollback_to="")
+    assert plan["_rc"] == 0 and plan["changed"] is False, plan
+    assert plan["release_id"] == A and plan["rollback_from"] == B
+    # notes goes back to the older leaf, jobs (absent from the older release) to zero; auth stays.
+    assert plan["migration_targets"] == [{"app": "notes", "migration": "0002_note_tags"},
+                                         {"app": "jobs", "migration": "zero"}]
+    assert os.readlink(root / "current") == f"releases/{B}"  # planning switches nothing
+
+
+def test_rollback_to_a_named_release_and_the_refusals(tmp_path, root):
+    for release in (A, B, C):
+        record(root, release, ["notes.0001_initial"])
+    run(tmp_path, root=str(root), switch_to=A)
+    run(tmp_path, root=str(root), switch_to=C)
+    to_b = run(tmp_path, root=str(root), rollback_to=B)
+    assert to_b["release_id"] == B and to_b["rollback_from"] == C and to_b["migration_targets"] == []
+
+    for wanted, message in [(C, "is the release being served already"),
+                            ("20260109T000000Z-ffffffffffff", "no such release"),
+                            ("../../etc", "is not a release id")]:
+        refused = run(tmp_path, root=str(root), rollback_to=wanted)
+        assert refused["_rc"] != 0 and message in refused["msg"], refused
+    (root / "releases" / A / ".release.json").unlink()
+    unrecorded = run(tmp_path, root=str(root), rollback_to="")
+    assert unrecorded["_rc"] != 0 and A in unrecorded["msg"] and "recorded no migration state" in unrecorded["msg"]
+    assert os.readlink(root / "current") == f"releases/{C}"
+
+
+def test_rollback_with_nothing_served_or_nothing_before_it_is_refused(tmp_path, root):
+    none_served = run(tmp_path, root=str(root), rollback_to="")
+    assert none_served["_rc"] != 0 and "no release is current" in none_served["msg"]
+    run(tmp_path, root=str(root), switch_to=A)
+    no_previous = run(tmp_path, root=str(root), rollback_to="")
+    assert no_previous["_rc"] != 0 and "no previous release" in no_previous["msg"]

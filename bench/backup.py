@@ -6,9 +6,9 @@ One run, on this machine, everything on loopback and removed at the end:
 1. a throwaway PostgreSQL 15 cluster with a generated database of at least 1 GiB
    (pg_database_size: customers, orders, events; text, numbers, jsonb, indexes) and about
    300 MiB of incompressible media files, and moto's S3 server (in server mode);
-2. ours: the core's command line (`python3 module_utils/django_stack_backup.py --config F backup`,
-   what the systemd timer runs, under Debian's python3 and boto3): pg_dump and tar streamed into
-   S3 multipart uploads, manifest, marker;
+2. ours: the core's command line (`python3 -m django_stack_backup.cli --config F backup` with
+   roles/backup/module_utils on PYTHONPATH, what the systemd timer runs, under Debian's python3 and
+   boto3): pg_dump and tar streamed into S3 multipart uploads, manifest, marker;
 3. baseline: `pg_dump -Fc -f` to a local file, `tar -cf` of the media to a local file, then boto3's
    `upload_file` of both (default TransferConfig), one after the other;
 4. restore, ours (`restore`, db_restore_mode=swap, media swap: download, verify every SHA-256,
@@ -43,9 +43,11 @@ from pathlib import Path
 from benchlib import sh
 
 ROOT = Path(__file__).resolve().parents[1]
-CORE = ROOT / "module_utils" / "django_stack_backup.py"
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SYSTEM_PYTHON = "/usr/bin/python3"
+# The backup role's package, run as its django-stack-backup command runs it on a server.
+CORE_PATH = ROOT / "roles" / "backup" / "module_utils"
+CORE = [SYSTEM_PYTHON, "-P", "-B", "-m", "django_stack_backup.cli"]
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 MIB = 1024 * 1024
 KEY_ID, SECRET = "AKIDBENCH", "bench-secret"
@@ -142,6 +144,10 @@ class PeakSampler:
         self.done.set()
         self.thread.join()
         return self.peaks
+
+
+def core_env() -> dict:
+    return dict(os.environ, PYTHONPATH=str(CORE_PATH))
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess, dict]:
@@ -302,7 +308,7 @@ class Bench:
         return path
 
     def ours_backup(self) -> dict:
-        seconds, proc, peaks = timed([SYSTEM_PYTHON, str(CORE), "--config", str(self.config()), "backup"])
+        seconds, proc, peaks = timed([*CORE, "--config", str(self.config()), "backup"], env=core_env())
         result = json.loads(proc.stdout)
         return dict(wall=seconds, rss=result["peak_rss_kb"], pg_dump=peaks.get("pg_dump", 0), tar=peaks.get("tar", 0),
                     stored=result["size"], set_id=result["set_id"], timings=result["timings"])
@@ -324,7 +330,7 @@ class Bench:
                     pg_dump=dump_peaks.get("pg_dump", 0), stored=stored)
 
     def ours_restore(self) -> dict:
-        seconds, proc, peaks = timed([SYSTEM_PYTHON, str(CORE), "--config", str(self.config()), "restore"])
+        seconds, proc, peaks = timed([*CORE, "--config", str(self.config()), "restore"], env=core_env())
         result = json.loads(proc.stdout)
         previous = result["database"]["previous"]
         self.psql(f"DROP DATABASE {previous}")  # keep the disk in check

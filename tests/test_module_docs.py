@@ -1,12 +1,15 @@
-"""Every module in library/ documents what it does (DOCUMENTATION, EXAMPLES, RETURN), ansible-doc
-renders it, and the options it documents are exactly those its argument spec accepts, with the
-same types, choices, defaults and required flags: the documentation cannot drift from the code."""
+"""Every module in library/ and in a role's library/ (roles/backup/library) documents what it does
+(DOCUMENTATION, EXAMPLES, RETURN), ansible-doc renders it, and the options it documents (its doc
+fragments' included) are exactly those its argument spec accepts, with the same types, choices,
+defaults and required flags: the documentation cannot drift from the code."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
+import pkgutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,22 +19,30 @@ import yaml
 
 from module_run import LIBRARY
 
-MODULE_UTILS = LIBRARY.parent / "module_utils"
-MODULES = sorted(p.stem for p in LIBRARY.glob("*.py"))
+ROOT = LIBRARY.parent
+# A role's library/, module_utils/ and doc_fragments/ are Ansible's when the role loads (and, for
+# ansible-doc, through ansible.cfg's doc_fragment_plugins).
+LIBRARIES = [LIBRARY, *sorted(ROOT.glob("roles/*/library"))]
+MODULE_UTILS = sorted(ROOT.glob("roles/*/module_utils"))
+DOC_FRAGMENTS = sorted(ROOT.glob("roles/*/doc_fragments"))
+MODULE_PATHS = {p.stem: p for library in LIBRARIES for p in sorted(library.glob("*.py"))}
+MODULES = sorted(MODULE_PATHS)
 
 
 def _load_module_utils() -> None:
-    """The project's module_utils as Ansible ships them to a module: ansible.module_utils.<name>."""
+    """The project's module_utils (flat files and packages) as Ansible ships them to a module:
+    ansible.module_utils.<name>. No bytecode is written next to them (a role ships its files)."""
     import ansible.module_utils
 
-    for util in MODULE_UTILS.glob("*.py"):
-        full = f"ansible.module_utils.{util.stem}"
-        if full not in sys.modules:
-            spec = importlib.util.spec_from_file_location(full, util)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[full] = mod
-            spec.loader.exec_module(mod)
-            setattr(ansible.module_utils, util.stem, mod)
+    saved, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        for directory in MODULE_UTILS:
+            if str(directory) not in ansible.module_utils.__path__:
+                ansible.module_utils.__path__.append(str(directory))
+            for info in pkgutil.walk_packages([str(directory)], "ansible.module_utils."):
+                importlib.import_module(info.name)
+    finally:
+        sys.dont_write_bytecode = saved
 
 
 _load_module_utils()
@@ -55,7 +66,7 @@ def argument_spec_of(name: str) -> dict:
     original = basic.AnsibleModule.__init__
     basic.AnsibleModule.__init__ = capture
     try:
-        spec = importlib.util.spec_from_file_location(f"_docs_{name}", LIBRARY / f"{name}.py")
+        spec = importlib.util.spec_from_file_location(f"_docs_{name}", MODULE_PATHS[name])
         mod = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(mod)
         with pytest.raises(_Captured) as captured:
@@ -66,10 +77,22 @@ def argument_spec_of(name: str) -> dict:
 
 
 def docs_of(name: str) -> dict[str, object]:
-    spec = importlib.util.spec_from_file_location(f"_docs_text_{name}", LIBRARY / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"_docs_text_{name}", MODULE_PATHS[name])
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return {part: getattr(mod, part, None) for part in ("DOCUMENTATION", "EXAMPLES", "RETURN")}
+
+
+def documentation_of(name: str) -> dict:
+    """The module's DOCUMENTATION with its doc fragments merged in, as ansible-doc shows it."""
+    from ansible.plugins.loader import fragment_loader
+    from ansible.utils.plugin_docs import add_fragments
+
+    for directory in DOC_FRAGMENTS:
+        fragment_loader.add_directory(str(directory))
+    doc = yaml.safe_load(docs_of(name)["DOCUMENTATION"])
+    add_fragments(doc, str(MODULE_PATHS[name]), fragment_loader=fragment_loader, is_module=True)
+    return doc
 
 
 def compare_options(documented: dict, spec: dict, where: str) -> list[str]:
@@ -110,7 +133,7 @@ def test_documentation_examples_and_return_parse(name):
 
 @pytest.mark.parametrize("name", MODULES)
 def test_documented_options_are_the_argument_spec(name):
-    doc = yaml.safe_load(docs_of(name)["DOCUMENTATION"])
+    doc = documentation_of(name)
     kwargs = argument_spec_of(name)
     problems = compare_options(doc.get("options") or {}, kwargs["argument_spec"], name)
     assert not problems, "\n".join(problems)
@@ -122,8 +145,12 @@ def test_documented_options_are_the_argument_spec(name):
 
 def test_ansible_doc_renders_every_module():
     ansible_doc = Path(sys.executable).parent / "ansible-doc"
-    proc = subprocess.run([str(ansible_doc), "-M", str(LIBRARY), "--json", *MODULES], capture_output=True, text=True,
-                          check=False, env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_MODULE_UTILS=str(MODULE_UTILS)))
+    paths = {name: os.pathsep.join(map(str, dirs)) for name, dirs in
+             (("library", LIBRARIES), ("module_utils", MODULE_UTILS), ("fragments", DOC_FRAGMENTS))}
+    proc = subprocess.run([str(ansible_doc), "-M", paths["library"], "--json", *MODULES], capture_output=True,
+                          text=True, check=False,
+                          env=dict(os.environ, ANSIBLE_NOCOLOR="1", ANSIBLE_MODULE_UTILS=paths["module_utils"],
+                                   ANSIBLE_DOC_FRAGMENT_PLUGINS=paths["fragments"]))
     assert proc.returncode == 0, proc.stderr
     rendered = json.loads(proc.stdout)
     assert sorted(rendered) == MODULES, proc.stderr

@@ -30,10 +30,13 @@ description:
     (grandfather-father-son over complete sets; the newest complete set is never deleted).
     O(state=pruned) only applies retention.
   - The same code runs from a systemd timer through the command line of the C(django_stack_backup) module_utils
-    file (C(python3 django_stack_backup.py --config FILE backup)), with a JSON file of these options.
+    package (C(python3 -m django_stack_backup.cli --config FILE backup), installed by the backup role as
+    C(django-stack-backup)), with a JSON file of these options.
 version_added: "1.0.0"
 author:
   - django-stack maintainers
+extends_documentation_fragment:
+  - django_stack_s3
 options:
   state:
     description:
@@ -42,58 +45,6 @@ options:
     type: str
     choices: [present, pruned]
     default: present
-  s3_bucket:
-    description: Bucket that holds the backup sets (on AWS S3 or any S3-compatible store).
-    type: str
-    required: true
-  s3_prefix:
-    description:
-      - Key prefix under which the sets live, one "directory" per set (C(<prefix>/<set_id>/...)).
-        Leading and trailing slashes are ignored; empty puts the sets at the top of the bucket.
-      - Give every site (or database) its own prefix; retention applies to everything under it.
-    type: str
-    default: backups
-  s3_endpoint_url:
-    description:
-      - URL of an S3-compatible endpoint (MinIO, Ceph RGW, Garage, ...), such as C(https://minio.example.net:9000).
-        Unset for AWS S3 itself.
-    type: str
-  s3_region:
-    description: Region of the bucket (AWS), or the region the S3-compatible store expects in signatures.
-    type: str
-  s3_access_key:
-    description:
-      - Access key id. With O(s3_secret_key); when both are unset, boto3's default chain is used
-        (environment, C(~/.aws/credentials), an EC2 instance role...).
-    type: str
-  s3_secret_key:
-    description: Secret access key that goes with O(s3_access_key).
-    type: str
-  s3_session_token:
-    description: Session token of temporary credentials (STS), with O(s3_access_key) and O(s3_secret_key).
-    type: str
-  s3_addressing_style:
-    description:
-      - C(path) (C(https://host/bucket/key)) or C(virtual) (C(https://bucket.host/key)) requests.
-        C(auto) uses C(path) with O(s3_endpoint_url) and lets botocore choose for AWS.
-    type: str
-    choices: [auto, path, virtual]
-    default: auto
-  s3_ca_bundle:
-    description: CA bundle (PEM) to verify the endpoint's TLS certificate with, for a store with a private CA.
-    type: path
-  s3_connect_timeout:
-    description: Seconds to wait for a connection to the endpoint.
-    type: int
-    default: 10
-  s3_read_timeout:
-    description: Seconds to wait for an answer from the endpoint.
-    type: int
-    default: 120
-  s3_max_attempts:
-    description: Attempts per S3 request (botocore's C(standard) retry mode, with backoff) before failing.
-    type: int
-    default: 5
   s3_sse:
     description:
       - Server-side encryption of the uploaded objects. C(AES256) is SSE-S3, C(aws:kms) SSE-KMS
@@ -313,20 +264,14 @@ retention:
 import traceback
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.django_stack_backup import (
-    SPEC,
-    BackupError,
-    argument_spec,
-    backup,
-    handle_signals,
-    make_config,
-    prune,
-    validate,
-)
+from ansible.module_utils.django_stack_backup.backup import backup
+from ansible.module_utils.django_stack_backup.config import SPEC, command_spec, make_config, validate
+from ansible.module_utils.django_stack_backup.errors import BackupError, handle_signals
+from ansible.module_utils.django_stack_backup.retention import prune
 
 
 def main():
-    spec = argument_spec("s3", "upload", "db", "backup", "retention")
+    spec = command_spec("backup")  # state=pruned runs the prune command with the same options
     spec["state"] = dict(type="str", default="present", choices=["present", "pruned"])
     module = AnsibleModule(
         argument_spec=spec,

@@ -1,0 +1,210 @@
+# -*- coding: utf-8 -*-
+# Copyright: django-stack maintainers
+# MIT License (see LICENSE)
+"""The database part of a restore: pg_restore into a new database next to the live one (swap,
+scratch) or into the live one in a single transaction (in_place), the row counts checked against
+the manifest, then (swap) the live database renamed out of the way and the new one renamed in."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+from .config import Config
+from .errors import BackupError
+from .pipeline import feed_from_file
+from .postgres import Postgres, copy_database_settings, count_rows, db_exists, drop_db, ident, list_tables, \
+    short_name, terminate
+from .util import Timer, human
+
+
+class DatabaseRestore:
+    def __init__(self, cfg: Config, pg: Postgres, timer: Timer, warnings: list, stamp: str, check_mode: bool):
+        self.cfg, self.pg, self.timer, self.warnings = cfg, pg, timer, warnings
+        self.stamp = stamp
+        self.check_mode = check_mode
+        self.created = None  # a database made by this run and not handed over yet: dropped on failure
+
+    def check_data_directory(self, size: int) -> None:
+        """A warning when a local server's data directory has less room than the source database took."""
+        if not self.pg.host.startswith("/"):
+            return
+        try:
+            admin = self.pg.admin()
+            try:
+                cur = admin.cursor()
+                cur.execute("SELECT current_setting('data_directory')")
+                path = cur.fetchone()[0]
+            finally:
+                admin.close()
+            free = shutil.disk_usage(path).free
+        except Exception:  # not a superuser, or not this host's data directory: nothing to say
+            return
+        if free < size:
+            self.warnings.append("the data directory %s has %s free; the source database took %s (a restore is "
+                                 "usually smaller, and pg_restore fails cleanly if it runs out)"
+                                 % (path, human(free), human(size)))
+
+    def restore(self, manifest: dict, path: str | None, identity: str | None) -> dict:
+        """The report of what was (in check mode: would be) restored where."""
+        report = self.prepare(manifest)
+        if self.check_mode:
+            return report
+        self.pg_restore(manifest, path, identity, report)
+        self.verify(manifest, report)
+        return report
+
+    def prepare(self, manifest: dict) -> dict:
+        """Decide the owner and the target database; outside check mode, create the target (swap, scratch)."""
+        from psycopg2 import sql
+        cfg = self.cfg
+        mode = cfg.db_restore_mode
+        live = cfg.db_name
+        admin = self.pg.admin()
+        try:
+            cur = admin.cursor()
+            live_exists = bool(live) and db_exists(cur, live)
+            props = None
+            if live_exists:
+                cur.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+                            "FROM pg_database WHERE datname = %s", [live])
+                props = cur.fetchone()
+            owner = cfg.db_owner or (props[0] if props else cfg.db_user)
+            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner])
+            if cur.fetchone() is None:
+                raise BackupError("the owner role %r of the restored database does not exist (db_owner); create it "
+                                  "first (the postgresql role does)" % owner)
+            if mode == "in_place":
+                if not live_exists:
+                    raise BackupError("db_restore_mode=in_place: database %s does not exist; use swap to create it"
+                                      % live)
+                target = live
+            elif mode == "scratch":
+                target = cfg.db_scratch_name
+            else:
+                target = short_name(live, "_restore_" + manifest["set_id"].lower().replace("-", "_"))
+            report = dict(mode=mode, name=live, restored_into=target, owner=owner, previous=None)
+            if self.check_mode:
+                report["would_create"] = target if mode != "in_place" else None
+                return report
+            if mode != "in_place":
+                if db_exists(cur, target):
+                    drop_db(cur, target)  # a leftover of an earlier run, or the scratch database
+                create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
+                if props:
+                    create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                        create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
+                cur.execute(create)
+                self.created = target
+                cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident(target)))
+                if live_exists:
+                    copy_database_settings(cur, live, target, owner)
+            return report
+        finally:
+            admin.close()
+
+    def pg_restore(self, manifest: dict, path: str, identity: str | None, report: dict) -> None:
+        started = time.monotonic()
+        target, owner = report["restored_into"], report["owner"]
+        cmd = [self.pg.tool("pg_restore"), "--exit-on-error", "--no-owner", "--role=" + owner]
+        if report["mode"] == "in_place":
+            cmd += ["--clean", "--if-exists", "--single-transaction"]
+        cmd += self.pg.conn_args(target)
+        problems = feed_from_file(path, identity, "pg_restore", cmd, **self.pg.popen_kwargs())
+        if problems:
+            raise BackupError("pg_restore of set %s into database %s failed, nothing was swapped in: %s"
+                              % (manifest["set_id"], target, "; ".join(problems)))
+        self.timer.mark("db_restore", started)
+
+    def verify(self, manifest: dict, report: dict) -> None:
+        """The row count of every table equals the manifest's (then ANALYZE, unless db_analyze is false)."""
+        started = time.monotonic()
+        target, mode = report["restored_into"], report["mode"]
+        conn = self.pg.connect(target)
+        try:
+            conn.autocommit = True
+            cur = conn.cursor()
+            counts = count_rows(cur, list_tables(cur))
+            if self.cfg.db_analyze:
+                cur.execute("ANALYZE")
+        finally:
+            conn.close()
+        expected = manifest["database"]["tables"]
+        extra = sorted(set(counts) - set(expected))
+        if extra and mode == "in_place":
+            # pg_restore --clean drops only what the dump holds: later tables stay as they are
+            self.warnings.append("database %s keeps table(s) the backup does not hold, left as they were: %s"
+                                 % (target, ", ".join(extra)))
+            counts = {t: n for t, n in counts.items() if t in expected}
+        diff = []
+        for table in sorted(set(expected) | set(counts)):
+            if expected.get(table) != counts.get(table):
+                diff.append("%s: %s rows restored, %s in the backup" % (table, counts.get(table, "no table"),
+                                                                         expected.get(table, "no table")))
+        if diff:
+            raise BackupError("row counts of database %s differ from the manifest of set %s%s: %s"
+                              % (target, manifest["set_id"],
+                                 " (restored in place: the live database now holds this restore)"
+                                 if mode == "in_place" else ", nothing was swapped in", "; ".join(diff[:20])))
+        self.timer.mark("db_verify", started)
+        report.update(tables=len(counts), rows=sum(counts.values()), table_rows=counts)
+        if extra and mode == "in_place":
+            report["tables_not_in_backup"] = extra
+
+    def swap(self, report: dict) -> None:
+        """The live database renamed to <name>_before_<time> (kept), the restored one to the live name."""
+        from psycopg2 import sql
+        live, new = report["name"], report["restored_into"]
+        admin = self.pg.admin()
+        try:
+            cur = admin.cursor()
+            previous = None
+            if db_exists(cur, live):
+                previous = short_name(live, "_before_" + self.stamp)
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS false").format(ident(live)))
+                try:
+                    for attempt in range(20):
+                        terminate(cur, live)
+                        try:
+                            cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(live),
+                                                                                         ident(previous)))
+                            break
+                        except Exception as exc:
+                            if getattr(exc, "pgcode", None) != "55006" or attempt == 19:
+                                raise
+                            time.sleep(0.25)
+                except Exception as exc:
+                    cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(live)))
+                    raise BackupError("cannot rename the live database %s out of the way (%s): the restored copy "
+                                      "stays in %s" % (live, str(exc).strip(), new))
+                cur.execute(sql.SQL("ALTER DATABASE {} WITH ALLOW_CONNECTIONS true").format(ident(previous)))
+            try:
+                cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(new), ident(live)))
+            except Exception as exc:
+                if previous:
+                    cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(previous), ident(live)))
+                raise BackupError("cannot rename the restored database %s to %s (%s); the live database was put "
+                                  "back" % (new, live, str(exc).strip()))
+            self.created = None
+            report["previous"] = previous
+        finally:
+            admin.close()
+
+    def keep(self) -> None:
+        """The run succeeded: what it created stays (the scratch database of a drill)."""
+        self.created = None
+
+    def discard(self) -> str | None:
+        """Drop the half-restored database; what failed, if anything."""
+        name, self.created = self.created, None
+        if not (name and self.cfg.db_restore_mode in ("swap", "scratch")):
+            return None
+        try:
+            admin = self.pg.admin()
+            try:
+                drop_db(admin.cursor(), name)
+            finally:
+                admin.close()
+        except Exception as exc:
+            return "could not drop the partial restore database %s: %s" % (name, exc)
+        return None

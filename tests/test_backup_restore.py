@@ -1,0 +1,175 @@
+"""django_restore (the backup role's module), run for real: swap, in place, scratch, onto a fresh
+server, over TCP as the owner role, encrypted sets. See backup_support.py for how."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from backup_support import COUNTS, MIGRATIONS, OWNER, OWNER_PASSWORD, PREFIX, backup, media_digest, play, run
+
+pytestmark = pytest.mark.usefixtures("backup_host_tools")
+
+
+def test_restore_swap_brings_back_rows_and_media(env):
+    before_rows = env.sql("SELECT id, name, price::text, created::text FROM shop_item WHERE id IN (1, 5, 250, 500) "
+                          "ORDER BY id")
+    before_seq = env.sql("SELECT last_value FROM shop_item_id_seq")
+    before_media = media_digest(env.media)
+    set_id = backup(env)["set_id"]
+    env.change_live_data()
+    changed_counts = env.counts()
+    assert changed_counts != COUNTS
+
+    download = env.tmp / "download"
+    download.mkdir()
+    args = env.args(media_root=str(env.media), download_dir=str(download))
+    plan = run(env.tmp, "django_restore", check=True, **args)
+    assert plan["_rc"] == 0, plan.get("msg")
+    assert plan["changed"] is True and plan["set_id"] == set_id
+    assert [k.rsplit("/", 1)[1] for k in plan["would_download"]] == ["db.dump", "media.tar"]
+    assert env.counts() == changed_counts and env.databases() == [env.db]
+
+    app_session = env.cluster.connect(env.db)  # the app is still connected: the swap must cut it off
+    try:
+        result = run(env.tmp, "django_restore", **args)
+    finally:
+        app_session.close()
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["changed"] is True and result["set_id"] == set_id
+    db = result["database"]
+    assert db["mode"] == "swap" and db["name"] == env.db and db["owner"] == OWNER
+    assert db["table_rows"] == COUNTS and db["rows"] == sum(COUNTS.values()) and db["tables"] == 4
+    assert db["previous"].startswith(env.db + "_before_")
+    assert env.databases() == sorted([env.db, db["previous"]])
+    assert env.counts() == COUNTS
+    assert env.sql("SELECT id, name, price::text, created::text FROM shop_item WHERE id IN (1, 5, 250, 500) "
+                   "ORDER BY id") == before_rows
+    assert env.sql("SELECT last_value FROM shop_item_id_seq") == before_seq
+    assert env.sql("SELECT to_regclass('after_backup')") == [(None,)]
+    assert env.sql("SELECT app || '.' || name FROM django_migrations ORDER BY id") == [(m,) for m in MIGRATIONS]
+    assert env.sql(f"SELECT pg_get_userbyid(datdba), datacl::text FROM pg_database WHERE datname = '{env.db}'",
+                   "postgres")[0][0] == OWNER
+    acl = env.sql(f"SELECT datacl::text FROM pg_database WHERE datname = '{env.db}'", "postgres")[0][0]
+    assert acl is not None and not any(e.startswith("=") for e in acl.strip("{}").split(","))  # nothing for PUBLIC
+    assert env.sql("SELECT tableowner FROM pg_tables WHERE tablename = 'shop_item'") == [(OWNER,)]
+    assert env.counts(db["previous"]) == changed_counts  # the previous database is kept as it was
+
+    media = result["media"]
+    assert media["mode"] == "swap" and media["files"] == 3 and media["path"] == str(env.media)
+    assert media_digest(env.media) == before_media
+    assert (env.media / "empty").is_dir()
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in [env.media, *env.media.rglob("*")]} == \
+        {(65534, 65534)}  # nobody:nogroup, as the live media were
+    previous = Path(media["previous"])
+    assert previous.parent == env.media.parent and (previous / "new-upload.bin").read_bytes() == b"new"
+    assert list(download.iterdir()) == []  # the downloads were removed
+    assert set(result["timings"]) >= {"download", "db_restore", "media_restore", "swap", "total"}
+
+
+def test_restore_in_place(env):
+    set_id = backup(env)["set_id"]
+    env.change_live_data()
+    result = run(env.tmp, "django_restore", db_restore_mode="in_place", media_restore_mode="skip",
+                 download_dir=str(env.tmp), **env.args())
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["set_id"] == set_id and result["database"]["mode"] == "in_place"
+    assert result["database"]["previous"] is None and result["media"] == {"mode": "skip"}
+    assert env.counts() == COUNTS and env.databases() == [env.db]
+    assert env.sql("SELECT count(*) FROM shop_item WHERE price = 0") == [(0,)]
+    # pg_restore --clean drops what the dump holds; a table made later stays, and the task says so
+    assert result["database"]["tables_not_in_backup"] == ["public.after_backup"]
+    assert "after_backup" in json.dumps(result.get("warnings"))
+    assert (env.media / "new-upload.bin").exists()  # media skipped
+
+
+def test_restore_scratch_leaves_the_live_data_alone(env):
+    before_media = media_digest(env.media)
+    backup(env)
+    env.change_live_data()
+    changed_counts, changed_media = env.counts(), media_digest(env.media)
+    scratch_dir = env.tmp / "drill" / "media"
+    result = run(env.tmp, "django_restore", db_restore_mode="scratch", db_scratch_name=env.db + "_drill",
+                 media_restore_mode="scratch", media_scratch_dir=str(scratch_dir), download_dir=str(env.tmp),
+                 **env.args())
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["database"]["restored_into"] == env.db + "_drill" and result["database"]["previous"] is None
+    assert env.counts(env.db + "_drill") == COUNTS
+    assert env.counts() == changed_counts and media_digest(env.media) == changed_media
+    assert media_digest(scratch_dir) == before_media
+    # a second drill replaces the scratch database
+    again = run(env.tmp, "django_restore", db_restore_mode="scratch", db_scratch_name=env.db + "_drill",
+                media_restore_mode="skip", download_dir=str(env.tmp), **env.args())
+    assert again["_rc"] == 0, again.get("msg")
+    assert env.counts(env.db + "_drill") == COUNTS and env.databases() == [env.db, env.db + "_drill"]
+
+
+def test_restore_onto_a_fresh_server(env):
+    """Disaster recovery: neither the database nor the media directory exists any more."""
+    before_media = media_digest(env.media)
+    set_id = backup(env)["set_id"]
+    env.sql(f"DROP DATABASE {env.db} WITH (FORCE)", "postgres")
+    shutil.rmtree(env.media)
+    result = run(env.tmp, "django_restore", media_root=str(env.media), media_owner="nobody", media_group="nogroup",
+                 db_owner=OWNER, download_dir=str(env.tmp), **env.args())
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["set_id"] == set_id and result["database"]["previous"] is None and result["media"]["previous"] is None
+    assert env.databases() == [env.db] and env.counts() == COUNTS
+    assert env.sql(f"SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = '{env.db}'", "postgres") == \
+        [(OWNER,)]
+    assert media_digest(env.media) == before_media and env.media.stat().st_uid == 65534
+
+
+def test_owner_role_over_tcp_with_password(env):
+    """The app's owner role dumps its own database and restores it over TCP (no superuser, no peer auth)."""
+    tcp = dict(db_host="127.0.0.1", db_port=env.cluster.port, db_user=OWNER, db_password=OWNER_PASSWORD)
+    result = run(env.tmp, "django_backup", **env.args(**tcp))
+    assert result["_rc"] == 0, result.get("msg")
+    assert result["manifest"]["database"]["tables"] == COUNTS and result["manifest"]["media"] is None
+    env.change_live_data()
+    restored = run(env.tmp, "django_restore", download_dir=str(env.tmp), **env.args(**tcp))
+    assert restored["_rc"] == 0, restored.get("msg")
+    assert restored["database"]["owner"] == OWNER and env.counts() == COUNTS
+    wrong = run(env.tmp, "django_backup", **env.args(**dict(tcp, db_password="wrong-password")))
+    assert wrong["_rc"] != 0
+    assert f"cannot connect to PostgreSQL database {env.db} as user {OWNER} on 127.0.0.1:{env.cluster.port}" \
+        in wrong["msg"] and "password authentication failed" in wrong["msg"]
+
+
+def test_encrypted_backup_and_restore(env):
+    keys = []
+    for name in ("key", "other"):
+        subprocess.run(["age-keygen", "-o", str(env.tmp / name)], check=True, capture_output=True)
+        text = (env.tmp / name).read_text()
+        keys.append((text, next(line.split(": ")[1] for line in text.splitlines() if "public key" in line)))
+    (identity, recipient), (other_identity, _) = keys
+    result = backup(env, encrypt_recipients=[recipient], s3_sse="AES256")
+    set_id = result["set_id"]
+    manifest = result["manifest"]
+    assert manifest["encryption"] == {"type": "age", "recipients": [recipient]}
+    assert [o["name"] for o in manifest["objects"]] == ["db.dump.age", "media.tar.age"]
+    for name in ("db.dump.age", "media.tar.age"):
+        key = f"{PREFIX}/{set_id}/{name}"
+        body = env.get(key)
+        assert body.startswith(b"age-encryption.org/v1") and b"PGDMP" not in body and b"report 2026" not in body
+        assert env.s3.head_object(Bucket=env.bucket, Key=key)["ServerSideEncryption"] == "AES256"
+    decrypted = subprocess.run(["age", "-d", "-i", str(env.tmp / "key")],
+                               input=env.get(f"{PREFIX}/{set_id}/db.dump.age"), capture_output=True, check=True).stdout
+    assert decrypted.startswith(b"PGDMP")
+
+    env.change_live_data()
+    args = env.args(media_root=str(env.media), download_dir=str(env.tmp))
+    rc, (missing, wrong) = play(env.tmp, [("django_restore", args, False),
+                                          ("django_restore", dict(args, age_identity=other_identity), False)],
+                                keep_going=True)
+    assert missing["failed"] and "is encrypted with age" in missing["msg"] and "give age_identity" in missing["msg"]
+    assert wrong["failed"] and "is not one the set" in wrong["msg"]
+    assert env.databases() == [env.db] and (env.media / "new-upload.bin").exists()
+    restored = run(env.tmp, "django_restore", age_identity=identity, **args)
+    assert restored["_rc"] == 0, restored.get("msg")
+    assert restored["encrypted"] is True and env.counts() == COUNTS
+    assert not (env.media / "new-upload.bin").exists() and restored["media"]["files"] == 3
+    assert identity not in json.dumps(restored)

@@ -68,17 +68,18 @@ def wait_for_ssh(ssh_port: int, known_hosts: Path) -> None:
     raise SystemExit("bench: the server did not answer SSH")
 
 
-def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars: dict[str, object]) -> Path:
-    """An all-in-one inventory for host `bench` with the demo's group_vars (and vault)."""
+def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars: dict[str, object],
+                    root: Path = ROOT) -> Path:
+    """An all-in-one inventory for host `bench` with the demo's group_vars (and vault) of the checkout `root`."""
     inv = directory / "inventory"
     inv.mkdir()
-    (inv / "group_vars").symlink_to(ROOT / "inventories" / "demo" / "group_vars")
+    (inv / "group_vars").symlink_to(root / "inventories" / "demo" / "group_vars")
     settings = {
         "celery_beat_enabled": True,  # the one host of the inventory
         "ansible_host": "127.0.0.1", "ansible_port": ssh_port, "ansible_user": "root",
         "ansible_ssh_private_key_file": str(KEY),
         "ansible_ssh_common_args": f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=accept-new",
-        "django_app_source_path": str(ROOT / "examples" / "demoapp"),
+        "django_app_source_path": str(root / "examples" / "demoapp"),
         "nginx_https_public_port": 443,
         **host_vars,
     }
@@ -91,13 +92,13 @@ def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars
 
 
 def playbook(inv: Path, log: Path, playbook_path: str = "site.yml", *extra: str,
-             check: bool = True) -> tuple[float, int, int, int]:
-    """Run a playbook; return (wall seconds, tasks run, tasks changed, return code)."""
-    env = dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
+             check: bool = True, root: Path = ROOT) -> tuple[float, int, int, int]:
+    """Run a playbook of the checkout `root`; return (wall seconds, tasks run, tasks changed, return code)."""
+    env = dict(os.environ, ANSIBLE_CONFIG=str(root / "ansible.cfg"), ANSIBLE_NOCOLOR="1")
     cmd = [shutil.which("ansible-playbook") or str(Path(sys.executable).parent / "ansible-playbook"),
            playbook_path, "-i", str(inv), "--vault-id", VAULT_ID, *extra]
     start = time.monotonic()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, check=False)
     wall = time.monotonic() - start
     log.write_text(proc.stdout + proc.stderr)
     if check and proc.returncode != 0:

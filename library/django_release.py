@@ -17,9 +17,9 @@ description:
     links C(current) (the release being served) and C(previous) (the one served before it).
   - With O(content_id), returns the name of the newest existing release of that content, or a new
     name for it (C(<timestamp>-<content_id>)); nothing is created.
-  - With O(release), tells what putting that release live would change: whether it is already
-    current (RV(live)), and whether it runs from another virtualenv than the current one
-    (RV(venv_changes): an app server must then restart, a reload keeps the old packages loaded).
+  - With O(release), tells what putting that release live would change, RV(live) (it is current
+    already) and RV(venv_changes) (it runs from another virtualenv than the current one, so an
+    app server must restart, as a reload keeps the old packages loaded).
   - With O(rollback_to), chooses the release a rollback goes back to (that id, or C(previous) when
     empty) and works out, from the C(.release.json) that each release wrote when it went live, the
     migration each app of the current release must go back to (RV(migration_targets)). Fails,
@@ -30,8 +30,8 @@ description:
   - With O(keep), removes all but the newest O(keep) releases, never the current or the previous
     one, then the virtualenvs and archives that no remaining release uses.
   - Without O(switch_to) or O(keep) the module only reads.
-  - A release that went live records, in C(releases/<id>/.release.json), its id and the leaf
-    migrations of its code (C({"release": "<id>", "migrations": ["app.0002_x", ...]})).
+  - A release that went live records, in C(releases/<id>/.release.json), its id (key C(release))
+    and the leaf migrations of its code (key C(migrations), a list of C(app.migration) names).
 version_added: "1.0.0"
 author:
   - django-stack maintainers

@@ -2,34 +2,43 @@
 # -*- coding: utf-8 -*-
 # Copyright: django-stack maintainers
 # MIT License (see LICENSE)
-"""RabbitMQ vhosts, users, their permissions, and users that must not exist: one rabbitmqctl call."""
+"""RabbitMQ vhosts, users, their permissions and users that must not exist, through the broker's
+definitions export and import: no password or password hash on any command line."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 ---
 module: rabbitmq_accounts
-short_description: Ensure RabbitMQ vhosts and users (password, tags, permissions) in one rabbitmqctl call
+short_description: Ensure RabbitMQ vhosts and users (password, tags, permissions) without a password on a command line
 description:
-  - Compares the broker's vhosts and users with the ones given and repairs what differs. A missing
-    vhost is created; a missing user is created; a user's password, tags and permissions are set to
-    the ones given, its permissions on other vhosts and its topic permissions are cleared; the users
-    listed in O(absent_users) (the package's C(guest) by default) are deleted.
-  - The whole comparison and every repair run inside one C(rabbitmqctl eval), on the node itself.
-    M(community.rabbitmq.rabbitmq_vhost) and M(community.rabbitmq.rabbitmq_user) call C(rabbitmqctl)
-    once per object read or written, and each call boots an Erlang VM (about 1 s each; a vhost, a
-    user and the guest user cost 11 to 17 s on a fresh server, and 5 s to find nothing to do).
-  - The password is compared by logging in with it (the broker stores a salted hash), so the
-    module reports changed only when a password really differs.
-  - The program reaches C(rabbitmqctl) on its standard input, never in its arguments, so no password
-    shows up in a process list. Strings reach Erlang as byte lists, so no name or password can
-    break out of them.
+  - Compares the broker's vhosts and users with the ones given and repairs only what differs. A
+    missing vhost is created; a missing user is created; a user's password, tags and permissions on
+    its vhost are set to the ones given, its permissions on other vhosts and all its topic
+    permissions are cleared; the users listed in O(absent_users) (the package's C(guest) by default)
+    are deleted.
+  - Why this module exists (a domain gap) - no maintained module manages RabbitMQ users without
+    putting the password on C(rabbitmqctl)'s command line, where any local user sees it in the
+    process list; M(community.rabbitmq.rabbitmq_user) runs C(add_user), C(change_password) and
+    C(authenticate_user) with the password as an argument.
+  - It uses only RabbitMQ's public interfaces - C(rabbitmqctl export_definitions -) to read the
+    broker's definitions (JSON on standard output), C(rabbitmqctl import_definitions) reading a
+    definitions document on its standard input to create and update vhosts, users and permissions,
+    and C(rabbitmqctl)'s documented C(clear_permissions), C(clear_topic_permissions) and
+    C(delete_user), whose arguments are names only.
+  - A password is compared with the stored salted hash (base64 of a 4-byte salt and the hash of the
+    salt and the UTF-8 password, with the user's C(hashing_algorithm) - SHA-256, SHA-512 or MD5),
+    without calling the broker. A hash in another algorithm counts as different, so the password is
+    set again. A password is written as a newly salted SHA-256 hash, never as clear text.
+  - After a change the definitions are exported again and compared; the task fails if the broker
+    did not apply every change. An import is not atomic - when it fails, part of it may be applied;
+    the next run repairs the rest.
 version_added: "1.0.0"
 author:
   - django-stack maintainers
 options:
   node:
-    description: Erlang node name of the broker (C(rabbitmqctl --node)).
+    description: Erlang node name of the broker (C(rabbitmqctl --node)), C(name) or C(name@host).
     type: str
     default: rabbit@localhost
   vhosts:
@@ -50,11 +59,11 @@ options:
         type: str
         required: true
       password:
-        description: The user's password.
+        description: The user's password; not empty. It is never logged or returned.
         type: str
         required: true
       vhost:
-        description: Vhost the permissions apply to; it must exist or be listed in O(vhosts).
+        description: Vhost the permissions apply to; it must be listed in O(vhosts).
         type: str
         required: true
       configure_priv:
@@ -84,11 +93,16 @@ options:
 attributes:
   check_mode:
     support: full
-    details: The same C(rabbitmqctl eval) runs with its writes switched off and reports what it would change.
+    details: The definitions are exported and compared; nothing is written. The result says what would change.
   diff_mode:
     support: none
 notes:
   - Runs on the broker's host, as root (C(rabbitmqctl) reads the Erlang cookie).
+  - Names (vhosts, users, O(absent_users)) must not be empty, start with C(-), or hold control
+    characters, C($), a backquote or a backslash - Debian's C(rabbitmqctl) wrapper passes its
+    arguments through a shell. Input is checked before the broker is touched.
+  - The passwords are C(no_log) options; the result names what changed and holds no password or
+    hash, so the task needs no task-level C(no_log).
   - Tested with RabbitMQ 3.10 (Debian 12).
 seealso:
   - module: community.rabbitmq.rabbitmq_user
@@ -111,132 +125,112 @@ EXAMPLES = r"""
         write_priv: "^$"
         tags: [monitoring]
     absent_users: [guest]
-  no_log: true
 """
 
 RETURN = r"""
-changes:
-  description: What was changed (in check mode, what would be), in the order it was done; empty when nothing differed.
+vhosts_created:
+  description: Vhosts created (in check mode, that would be).
   returned: always
   type: list
   elements: str
-  sample: ["vhost demoapp: created", "user demoapp: created", "user demoapp: permissions on demoapp set", "user guest: deleted"]
+  sample: [demoapp]
+users_created:
+  description: Users created, with their tags and permissions.
+  returned: always
+  type: list
+  elements: str
+  sample: [demoapp, monitor]
+users_updated:
+  description: Existing users that were repaired, each with what differed (C(password), C(tags), C(permissions) on its vhost).
+  returned: always
+  type: dict
+  sample: {"demoapp": ["password", "tags"]}
+permissions_cleared:
+  description: Permissions of a listed user on a vhost other than its own, cleared.
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"user": "monitor", "vhost": "/"}]
+topic_permissions_cleared:
+  description: Topic permissions of a listed user, cleared (per vhost).
+  returned: always
+  type: list
+  elements: dict
+  sample: [{"user": "demoapp", "vhost": "demoapp"}]
+users_removed:
+  description: Users of O(absent_users) that existed and were deleted.
+  returned: always
+  type: list
+  elements: str
+  sample: [guest]
 """
 
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
 
-ACTING_USER = "django-stack"
-
-# The program `rabbitmqctl eval` runs on the node. The module puts its data first (Apply, Vhosts,
-# Users, Absent); it evaluates to a list of {Change, Index} tuples (Index into Vhosts, Users or
-# Absent), so that no name has to be parsed back out of Erlang's printout. With Apply = false it
-# only compares. A failing write raises {failed, Change, Reason}: rabbitmqctl exits non-zero.
-PROGRAM = r"""
-Acting = __ACTING__,
-Do = fun(Change, Write) ->
-    case Apply of
-        false -> Change;
-        true ->
-            case catch Write() of
-                ok -> Change;
-                {ok, _} -> Change;
-                {'EXIT', {Reason, _Stack}} -> erlang:error({failed, Change, Reason});
-                Other -> erlang:error({failed, Change, Other})
-            end
-    end
-end,
-Indexed = fun(List) -> lists:zip(lists:seq(0, length(List) - 1), List) end,
-VhostChanges = [Do({vhost_added, I}, fun() -> rabbit_vhost:add(V, Acting) end)
-                || {I, V} <- Indexed(Vhosts), not rabbit_vhost:exists(V)],
-UserChanges = fun({I, {Name, Password, Tags, Vhost, Conf, Write, Read}}) ->
-    Wanted = [{vhost, Vhost}, {configure, Conf}, {write, Write}, {read, Read}],
-    case rabbit_auth_backend_internal:lookup_user(Name) of
-        {ok, User} ->
-            PasswordOk = element(1, rabbit_access_control:check_user_pass_login(Name, Password)) =:= ok,
-            TagsNow = lists:sort([atom_to_binary(T, utf8) || T <- internal_user:get_tags(User)]),
-            Permissions = rabbit_auth_backend_internal:list_user_permissions(Name),
-            Topics = rabbit_auth_backend_internal:list_user_topic_permissions(Name),
-            [Do({password_changed, I}, fun() -> rabbit_auth_backend_internal:change_password(Name, Password, Acting) end)
-             || not PasswordOk]
-            ++ [Do({tags_set, I}, fun() -> rabbit_auth_backend_internal:set_tags(Name, [binary_to_atom(T, utf8) || T <- Tags], Acting) end)
-                || TagsNow =/= Tags]
-            ++ [Do({permissions_set, I}, fun() -> rabbit_auth_backend_internal:set_permissions(Name, Vhost, Conf, Write, Read, Acting) end)
-                || not lists:member(Wanted, Permissions)]
-            ++ [Do({permissions_cleared, I}, fun() -> rabbit_auth_backend_internal:clear_permissions(Name, proplists:get_value(vhost, P), Acting) end)
-                || P <- Permissions, proplists:get_value(vhost, P) =/= Vhost]
-            ++ [Do({topic_permissions_cleared, I}, fun() -> rabbit_auth_backend_internal:clear_topic_permissions(Name, V, Acting) end)
-                || V <- lists:usort([proplists:get_value(vhost, T) || T <- Topics])];
-        _ ->
-            [Do({user_added, I}, fun() -> rabbit_auth_backend_internal:add_user(Name, Password, Acting) end)]
-            ++ [Do({tags_set, I}, fun() -> rabbit_auth_backend_internal:set_tags(Name, [binary_to_atom(T, utf8) || T <- Tags], Acting) end)
-                || Tags =/= []]
-            ++ [Do({permissions_set, I}, fun() -> rabbit_auth_backend_internal:set_permissions(Name, Vhost, Conf, Write, Read, Acting) end)]
-    end
-end,
-AbsentChanges = [Do({user_deleted, I}, fun() -> rabbit_auth_backend_internal:delete_user(Name, Acting) end)
-                 || {I, Name} <- Indexed(Absent), element(1, rabbit_auth_backend_internal:lookup_user(Name)) =:= ok],
-VhostChanges ++ lists:append([UserChanges(U) || U <- Indexed(Users)]) ++ AbsentChanges.
-"""
-
-# Erlang's printout of the result: [{vhost_added,0},...] (rabbitmqctl's Erlang formatter).
-CHANGE = re.compile(r"\{\s*([a-z_]+)\s*,\s*(\d+)\s*\}")
-
-DESCRIBE = {
-    "vhost_added": ("vhost", "created"),
-    "user_added": ("user", "created"),
-    "password_changed": ("user", "password changed"),
-    "tags_set": ("user", "tags set"),
-    "permissions_set": ("user", "permissions on {vhost} set"),
-    "permissions_cleared": ("user", "permissions on other vhosts cleared"),
-    "topic_permissions_cleared": ("user", "topic permissions cleared"),
-    "user_deleted": ("absent", "deleted"),
+HASHES = {
+    "rabbit_password_hashing_sha256": hashlib.sha256,
+    "rabbit_password_hashing_sha512": hashlib.sha512,
+    "rabbit_password_hashing_md5": hashlib.md5,
 }
+WRITTEN_ALGORITHM = "rabbit_password_hashing_sha256"
+NODE = re.compile(r"[A-Za-z0-9_.-]+(@[A-Za-z0-9_.-]+)?")
+# Debian's /usr/sbin/rabbitmqctl runs `su rabbitmq -c "... \"arg\""`, escaping only double quotes.
+UNSAFE = re.compile(r"[\x00-\x1f\x7f$`\\]")
+# Names reach rabbitmqctl as arguments too: its Erlang VM reads them as UTF-8 only in a UTF-8 locale.
+ENV = {"LC_ALL": "C.UTF-8", "LANG": "C.UTF-8"}
 
 
-def binary(value: str) -> str:
-    """An Erlang binary literal of the UTF-8 bytes of value: safe for any character."""
-    data = value.encode("utf-8")
-    return "<<" + ",".join(str(b) for b in data) + ">>" if data else "<<>>"
+def name_problem(name: str) -> str | None:
+    if not name:
+        return "is empty"
+    if name.startswith("-"):
+        return "starts with -"
+    if UNSAFE.search(name):
+        return "holds a control character, $, ` or \\ (Debian's rabbitmqctl passes its arguments through a shell)"
+    return None
 
 
-def erlang_list(items) -> str:
-    return "[" + ", ".join(items) + "]"
+def tag_list(value) -> list[str]:
+    """Tags as a sorted list: from a list or a comma-separated string (both occur in exports)."""
+    items = value.split(",") if isinstance(value, str) else (value or [])
+    return sorted({part.strip() for item in items for part in str(item).split(",") if part.strip()})
 
 
-def program(apply: bool, vhosts: list[str], users: list[dict], absent: list[str]) -> str:
-    user_terms = []
-    for user in users:
-        tags = sorted(set(t.strip() for t in user["tags"] if t.strip()))
-        fields = [binary(user["name"]), binary(user["password"]), erlang_list(binary(t) for t in tags),
-                  binary(user["vhost"]), binary(user["configure_priv"]), binary(user["write_priv"]),
-                  binary(user["read_priv"])]
-        user_terms.append("{" + ", ".join(fields) + "}")
-    data = (
-        f"Apply = {'true' if apply else 'false'},\n"
-        f"Vhosts = {erlang_list(binary(v) for v in vhosts)},\n"
-        f"Users = {erlang_list(user_terms)},\n"
-        f"Absent = {erlang_list(binary(a) for a in absent)},"
-    )
-    return data + PROGRAM.replace("__ACTING__", binary(ACTING_USER))
+def password_matches(user: dict, password: str) -> bool:
+    """Whether the stored hash is of this password: base64(salt(4) + H(salt + UTF-8 password))."""
+    hash_function = HASHES.get(user.get("hashing_algorithm") or WRITTEN_ALGORITHM)
+    try:
+        raw = base64.b64decode(user.get("password_hash") or "", validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    if hash_function is None or len(raw) <= 4:
+        return False
+    return hmac.compare_digest(raw[4:], hash_function(raw[:4] + password.encode("utf-8")).digest())
 
 
-def describe(out: str, vhosts: list[str], users: list[dict], absent: list[str]) -> list[str]:
-    changes = []
-    for code, index in CHANGE.findall(out):
-        kind, text = DESCRIBE[code]
-        i = int(index)
-        if kind == "vhost":
-            changes.append(f"vhost {vhosts[i]}: {text}")
-        elif kind == "user":
-            changes.append(f"user {users[i]['name']}: {text.format(vhost=users[i]['vhost'])}")
-        else:
-            changes.append(f"user {absent[i]}: {text}")
-    return changes
+def new_hash(password: str) -> str:
+    salt = os.urandom(4)
+    return base64.b64encode(salt + hashlib.sha256(salt + password.encode("utf-8")).digest()).decode("ascii")
 
 
-def check_input(module: AnsibleModule, vhosts: list[str], users: list[dict], absent: list[str]) -> None:
+def check_input(module: AnsibleModule, node: str, vhosts: list, users: list, absent: list) -> None:
+    """Refuse bad input before rabbitmqctl runs."""
+    if not NODE.fullmatch(node):
+        module.fail_json(msg=f"node: {node!r} is not an Erlang node name (name or name@host: letters, digits, _ . -)")
+    for field, values in (("vhosts", vhosts), ("absent_users", absent),
+                          ("users", [u["name"] for u in users]), ("users' vhost", [u["vhost"] for u in users])):
+        for value in values:
+            problem = name_problem(value)
+            if problem:
+                module.fail_json(msg=f"{field}: the name {value!r} {problem}")
     names = [u["name"] for u in users]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -244,13 +238,87 @@ def check_input(module: AnsibleModule, vhosts: list[str], users: list[dict], abs
     both = sorted(set(names) & set(absent))
     if both:
         module.fail_json(msg=f"users and absent_users both name {', '.join(both)}: a user cannot be wanted and unwanted")
-    for field, values in (("vhosts", vhosts), ("absent_users", absent)):
-        if any(not v for v in values):
-            module.fail_json(msg=f"{field}: an entry is empty")
     for user in users:
-        for key in ("name", "password", "vhost"):
-            if not user[key]:
-                module.fail_json(msg=f"users: the {key} of user {user['name'] or '(unnamed)'} is empty")
+        if not user["password"]:
+            module.fail_json(msg=f"users: the password of user {user['name']} is empty")
+        if user["vhost"] not in vhosts:
+            module.fail_json(msg=f"users: the vhost {user['vhost']!r} of user {user['name']} is not listed in vhosts")
+
+
+def compare(defs: dict, vhosts: list, users: list, absent: list) -> tuple[dict, dict]:
+    """What differs (the result, without secrets) and the definitions document that repairs it."""
+    have_vhosts = {v.get("name") for v in defs.get("vhosts") or []}
+    have_users = {u.get("name"): u for u in defs.get("users") or []}
+    permissions: dict = {}
+    for p in defs.get("permissions") or []:
+        permissions.setdefault(p.get("user"), {})[p.get("vhost")] = (p.get("configure"), p.get("write"), p.get("read"))
+    topics: dict = {}
+    for t in defs.get("topic_permissions") or []:
+        topics.setdefault(t.get("user"), set()).add(t.get("vhost"))
+
+    result = {"vhosts_created": [], "users_created": [], "users_updated": {}, "permissions_cleared": [],
+              "topic_permissions_cleared": [], "users_removed": []}
+    doc: dict = {"vhosts": [], "users": [], "permissions": []}
+    for vhost in dict.fromkeys(vhosts):
+        if vhost not in have_vhosts:
+            result["vhosts_created"].append(vhost)
+            doc["vhosts"].append({"name": vhost})
+    for user in users:
+        name, vhost, tags = user["name"], user["vhost"], tag_list(user["tags"])
+        wanted = (user["configure_priv"], user["write_priv"], user["read_priv"])
+        current = have_users.get(name)
+        if current is None:
+            result["users_created"].append(name)
+            differs = ["password", "tags", "permissions"]
+        else:
+            differs = [attribute for attribute, same in (
+                ("password", password_matches(current, user["password"])),
+                ("tags", tag_list(current.get("tags")) == tags),
+                ("permissions", permissions.get(name, {}).get(vhost) == wanted)) if not same]
+            if differs:
+                result["users_updated"][name] = differs
+        if "password" in differs or "tags" in differs:
+            doc["users"].append({"name": name, "password_hash": new_hash(user["password"]),
+                                 "hashing_algorithm": WRITTEN_ALGORITHM, "tags": tags})
+        if "permissions" in differs:
+            doc["permissions"].append({"user": name, "vhost": vhost, "configure": wanted[0],
+                                       "write": wanted[1], "read": wanted[2]})
+        result["permissions_cleared"] += [{"user": name, "vhost": other}
+                                          for other in sorted(permissions.get(name, {})) if other != vhost]
+        result["topic_permissions_cleared"] += [{"user": name, "vhost": other} for other in sorted(topics.get(name, ()))]
+    result["users_removed"] = [name for name in dict.fromkeys(absent) if name in have_users]
+    return result, doc
+
+
+class Broker:
+    """rabbitmqctl against one node; a failure ends the module with rabbitmqctl's error output."""
+
+    def __init__(self, module: AnsibleModule, node: str):
+        self.module, self.node, self.wrote = module, node, False
+        self.rabbitmqctl = module.get_bin_path("rabbitmqctl")
+        if self.rabbitmqctl is None:
+            module.fail_json(msg="rabbitmq_accounts runs rabbitmqctl, which is not on this host: install rabbitmq-server first")
+
+    def run(self, *args: str, data: str | None = None, writes: bool = True) -> str:
+        rc, out, err = self.module.run_command([self.rabbitmqctl, "--node", self.node, "--quiet", *args],
+                                               data=data, binary_data=True, environ_update=ENV)
+        if rc != 0:
+            # Only stderr: the standard output of export_definitions holds password hashes.
+            self.module.fail_json(msg=f"rabbitmqctl {' '.join(args)} on node {self.node} failed (exit {rc}): "
+                                      f"{err.strip() or '(no error output)'}", rc=rc, stderr=err, changed=self.wrote)
+        self.wrote = self.wrote or writes
+        return out
+
+    def definitions(self) -> dict:
+        out = self.run("export_definitions", "-", writes=False)
+        try:
+            defs = json.loads(out)
+        except ValueError:
+            defs = None
+        if not isinstance(defs, dict):
+            self.module.fail_json(msg=f"rabbitmqctl export_definitions on node {self.node} printed no JSON "
+                                      f"definitions document ({len(out)} characters)")
+        return defs
 
 
 def main() -> None:
@@ -277,25 +345,34 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    vhosts, users, absent = p["vhosts"], p["users"], p["absent_users"]
-    check_input(module, vhosts, users, absent)
+    node, vhosts, users, absent = p["node"], p["vhosts"], p["users"], p["absent_users"]
+    check_input(module, node, vhosts, users, absent)
 
-    rabbitmqctl = module.get_bin_path("rabbitmqctl")
-    if rabbitmqctl is None:
-        module.fail_json(msg="rabbitmq_accounts runs rabbitmqctl, which is not on this host: install rabbitmq-server first")
-    rc, out, err = module.run_command(
-        [rabbitmqctl, "--node", p["node"], "--quiet", "eval"],
-        data=program(not module.check_mode, vhosts, users, absent),
-        binary_data=True,
-    )
-    if rc != 0:
-        module.fail_json(msg=f"rabbitmqctl eval on node {p['node']} failed (exit {rc}): {(err or out).strip()}",
-                         rc=rc, stdout=out, stderr=err)
-    if not re.fullmatch(r"\s*\[.*\]\s*", out, re.DOTALL):
-        module.fail_json(msg=f"rabbitmqctl eval on node {p['node']} printed no list of changes: {out.strip()}",
-                         rc=rc, stdout=out, stderr=err)
-    changes = describe(out, vhosts, users, absent)
-    module.exit_json(changed=bool(changes), changes=changes)
+    broker = Broker(module, node)
+    result, doc = compare(broker.definitions(), vhosts, users, absent)
+    # Any error message that quotes the document is masked like the passwords.
+    module.no_log_values.update(u["password_hash"] for u in doc["users"])
+    for key in ("permissions_cleared", "topic_permissions_cleared"):
+        for entry in result[key]:
+            problem = name_problem(entry["vhost"])
+            if problem:
+                module.fail_json(msg=f"user {entry['user']} has permissions on the vhost {entry['vhost']!r}, whose name "
+                                     f"{problem}: clear them by hand; nothing was changed", **result)
+    changed = any(result.values())
+    if changed and not module.check_mode:
+        if any(doc.values()):
+            broker.run("import_definitions", data=json.dumps(doc))
+        for entry in result["permissions_cleared"]:
+            broker.run("clear_permissions", "-p", entry["vhost"], entry["user"])
+        for entry in result["topic_permissions_cleared"]:
+            broker.run("clear_topic_permissions", "-p", entry["vhost"], entry["user"])
+        for name in result["users_removed"]:
+            broker.run("delete_user", name)
+        left, _ = compare(broker.definitions(), vhosts, users, absent)
+        if any(left.values()):
+            module.fail_json(msg=f"node {node} still differs after the repair: {json.dumps(left, sort_keys=True)}",
+                             changed=True, **result)
+    module.exit_json(changed=changed, **result)
 
 
 if __name__ == "__main__":

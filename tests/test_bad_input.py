@@ -27,23 +27,38 @@ PLAY = """
 """
 
 
-# Roles that default to the app's identity (see docs/architecture.md) run next to
-# django_app in the web play; alone, they get those defaults the same way.
-COMPANION_DEFAULTS = {
-    "gunicorn": ["django_app"],
-    "nginx": ["django_app", "gunicorn", "apache_wsgi"],
-    "apache_wsgi": ["django_app"],
-    "celery": ["django_app"],
-    "backup": ["django_app"],
-    "solr": ["django_app"],
+# What each role that serves the app needs to run alone: its own variables, which the playbooks
+# fill from django_app's export (docs/architecture.md).
+APP = {"name": "demoapp", "user": "django", "group": "django", "root": "/srv/demoapp",
+       "current": "/srv/demoapp/current", "venv": "/srv/demoapp/current/.venv", "env": "/srv/demoapp/shared/env"}
+ROLE_INPUTS = {
+    "gunicorn": {"gunicorn_app_name": APP["name"], "gunicorn_user": APP["user"], "gunicorn_group": APP["group"],
+                 "gunicorn_virtualenv": APP["venv"], "gunicorn_wsgi_app": "demoapp.wsgi:application",
+                 "gunicorn_env_file": APP["env"], "gunicorn_working_dir": APP["current"]},
+    "apache_wsgi": {"apache_wsgi_app_name": APP["name"], "apache_wsgi_user": APP["user"],
+                    "apache_wsgi_group": APP["group"], "apache_wsgi_working_dir": APP["current"],
+                    "apache_wsgi_virtualenv": APP["venv"], "apache_wsgi_wsgi_app": "demoapp.wsgi:application",
+                    "apache_wsgi_env_file": APP["env"]},
+    "nginx": {"nginx_site_name": APP["name"], "nginx_server_names": ["example.com"],
+              "nginx_static_root": APP["root"] + "/static", "nginx_media_root": APP["root"] + "/shared/media",
+              "nginx_upstream": "unix:/run/gunicorn/demoapp.sock"},
+    "celery": {"celery_app_module": APP["name"], "celery_user": APP["user"], "celery_group": APP["group"],
+               "celery_virtualenv": APP["venv"], "celery_working_dir": APP["current"], "celery_env_file": APP["env"]},
+    "backup": {"backup_name": APP["name"], "backup_db_name": APP["name"], "backup_db_owner": APP["name"],
+               "backup_media_root": APP["root"] + "/shared/media", "backup_media_owner": APP["user"],
+               "backup_media_group": APP["group"], "backup_release_path": APP["current"],
+               "backup_env_file": APP["env"], "backup_app_user": APP["user"]},
+    "solr": {"solr_core_name": APP["name"], "solr_app_manage": APP["root"] + "/bin/manage",
+             "solr_app_user": APP["user"], "solr_app_group": APP["group"]},
 }
 
 
-def run_role(tmp_path: Path, role: str, extra: dict) -> subprocess.CompletedProcess:
+def run_role(tmp_path: Path, role: str, extra: dict, drop: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
     play = tmp_path / "play.yml"
     play.write_text(PLAY.format(role=role))
     varfile = tmp_path / "vars.json"
-    varfile.write_text(json.dumps(extra))
+    variables = {**ROLE_INPUTS.get(role, {}), **extra}
+    varfile.write_text(json.dumps({k: v for k, v in variables.items() if k not in drop}))
     env = dict(
         os.environ,
         ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
@@ -54,12 +69,9 @@ def run_role(tmp_path: Path, role: str, extra: dict) -> subprocess.CompletedProc
         ANSIBLE_LOCALHOST_WARNING="false",
     )
     bindir = Path(sys.executable).parent
-    companions = []
-    for other in COMPANION_DEFAULTS.get(role, []):
-        companions += ["-e", f"@{ROOT / 'roles' / other / 'defaults' / 'main.yml'}"]
     return subprocess.run(
         [str(bindir / "ansible-playbook"), "-i", "localhost,", "-c", "local", "--check", str(play),
-         *companions, "-e", f"@{varfile}"],
+         "-e", f"@{varfile}"],
         capture_output=True, text=True, env=env, timeout=300, check=False,
     )
 
@@ -219,3 +231,12 @@ def test_backup_rejects_bad_input(tmp_path, extra, needles):
 )
 def test_solr_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "solr", extra), *needles)
+
+
+@pytest.mark.parametrize("role", sorted(ROLE_INPUTS))
+def test_a_role_run_alone_without_the_apps_names_fails_naming_them(tmp_path, role):
+    """The app's names and paths have no defaults in the roles that serve it: a play that forgets to
+    pass them fails at the argument check, naming every one missing."""
+    ok = {"celery": CELERY_OK, "backup": BACKUP_OK}.get(role, {})
+    missing = tuple(ROLE_INPUTS[role])[-2:]
+    assert_rejected(run_role(tmp_path, role, ok, drop=missing), *missing)

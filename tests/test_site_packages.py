@@ -15,6 +15,8 @@ from pathlib import Path
 import jinja2
 import pytest
 import yaml
+from ansible.parsing.dataloader import DataLoader
+from ansible.template import Templar, trust_as_template
 
 ROOT = Path(__file__).resolve().parents[1]
 # Roles that install packages but stay out of the one transaction, and why.
@@ -27,9 +29,34 @@ def load(path: Path):
     return yaml.safe_load(path.read_text())
 
 
+def apt_tasks(path: Path) -> list[dict]:
+    """The ansible.builtin.apt tasks of a task file, blocks included."""
+    found = []
+    for task in load(path) or []:
+        found += apt_tasks_in(task)
+    return found
+
+
+def apt_tasks_in(task: dict) -> list[dict]:
+    if "block" in task:
+        return [t for sub in task["block"] for t in apt_tasks_in(sub)]
+    return [task] if "ansible.builtin.apt" in task else []
+
+
 def roles_with_packages() -> list[str]:
     return sorted(p.parent.parent.name for p in ROOT.glob("roles/*/tasks/install.yml")
-                  if "ansible.builtin.apt:" in p.read_text() and p.parent.parent.name != "common")
+                  if apt_tasks(p) and p.parent.parent.name != "common")
+
+
+def render(role: str, template: str, extra: dict) -> object:
+    """A template evaluated as Ansible evaluates it in the role: its defaults and vars, and `extra`."""
+    variables = {}
+    for part in ("defaults", "vars"):
+        path = ROOT / "roles" / role / part / "main.yml"
+        variables.update(load(path) or {} if path.exists() else {})
+    variables.update(extra)
+    trusted = {k: trust_as_template(v) if isinstance(v, str) else v for k, v in variables.items()}
+    return Templar(loader=DataLoader(), variables=trusted).template(trust_as_template(template))
 
 
 def true(condition: str | list | bool | None, context: dict) -> bool:
@@ -88,19 +115,33 @@ def test_base_names_a_roles_packages_on_exactly_the_hosts_that_run_the_role(role
         assert true(task.get("when"), context) == expected, (role, context)
 
 
+# The inputs that change what a role installs: the users' extra packages, and the app's source.
+PACKAGE_INPUTS = [{}, {"postgresql_extra_packages": ["postgresql-contrib"], "memcached_extra_packages": ["libmemcached-tools"],
+                       "nginx_extra_packages": ["nginx-extras"], "rabbitmq_extra_packages": ["rabbitmq-extra"],
+                       "django_app_source": "git", "backup_postgresql_client_version": 17}]
+
+
+@pytest.mark.parametrize("extra", PACKAGE_INPUTS, ids=["defaults", "extras"])
 @pytest.mark.parametrize("role", sorted(set(roles_with_packages()) - set(KEPT_OUT)))
-def test_a_roles_packages_entry_point_names_what_its_install_step_installs(role):
-    tasks = load(ROOT / "roles" / role / "tasks" / "packages.yml")
-    assert len(tasks) == 1
-    assert tasks[0]["ansible.builtin.set_fact"] == {f"{role}_host_packages": f"{{{{ _{role}_packages_wanted }}}}"}
-    install = (ROOT / "roles" / role / "tasks" / ("prefetch.yml" if role == "django_app" else "install.yml")).read_text()
-    assert f'name: "{{{{ _{role}_packages_wanted }}}}"' in install
+def test_a_roles_packages_entry_point_names_what_its_install_step_installs(role, extra):
+    """The packages the entry point names for the one transaction are, for the same variables, the
+    packages the role's own install step installs: base.yml's transaction leaves it nothing to do."""
+    (named,) = [t["ansible.builtin.set_fact"][f"{role}_host_packages"]
+                for t in load(ROOT / "roles" / role / "tasks" / "packages.yml")]
+    (install,) = apt_tasks(ROOT / "roles" / role / "tasks" / "install.yml")
+    named_packages = render(role, named, extra)
+    assert named_packages and isinstance(named_packages, list)
+    assert sorted(named_packages) == sorted(render(role, install["ansible.builtin.apt"]["name"], extra))
 
 
 def test_the_one_transaction_gets_every_named_roles_packages_and_keeps_services_stopped():
     installer = base_imports()["common"]
-    collected = installer["vars"]["common_host_packages"]
-    for role in set(base_imports()) - {"common"}:
-        assert f"{role}_host_packages | default([])" in collected, role
-    apt = [t for t in load(ROOT / "roles" / "common" / "tasks" / "packages.yml") if "ansible.builtin.apt" in t]
-    assert len(apt) == 1 and apt[0]["ansible.builtin.apt"]["policy_rc_d"] == 101
+    named = {f"{role}_host_packages": [f"pkg-of-{role}"] for role in set(base_imports()) - {"common"}}
+    collected = render("common", installer["vars"]["common_host_packages"], named)
+    assert sorted(collected) == sorted(p for packages in named.values() for p in packages)
+    # A host in no tier: nothing named, nothing but the base packages.
+    assert render("common", installer["vars"]["common_host_packages"], {}) == []
+    (apt,) = apt_tasks(ROOT / "roles" / "common" / "tasks" / "packages.yml")
+    assert apt["ansible.builtin.apt"]["policy_rc_d"] == 101
+    base = render("common", "{{ _common_packages }}", {})
+    assert sorted(render("common", apt["ansible.builtin.apt"]["name"], {"common_host_packages": ["nginx"]})) == sorted(base + ["nginx"])

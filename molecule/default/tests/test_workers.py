@@ -91,7 +91,7 @@ def test_beat_fires_the_periodic_task(host):
 
 def test_a_worker_dropped_from_celery_workers_is_stopped_disabled_and_its_settings_removed(host):
     """Add a worker, then converge without it: the role finds its settings as no longer wanted
-    (managed_files' report_unlisted), stops and disables it and removes its drop-in directory; the
+    (by its drop-in directory), stops and disables it and removes that directory; the
     worker that stays is left running. The host ends as the converge left it."""
     unit_dir = "/etc/systemd/system"
     workers = yaml.safe_load((PROJECT_DIR / "roles" / "celery" / "defaults" / "main.yml").read_text())["celery_workers"]

@@ -10,7 +10,7 @@ export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 
-.PHONY: help deps image demo demo-destroy test lint unit molecule bench bench-apt bench-deploy bench-backup bench-celery bench-appserver clean
+.PHONY: help deps image demo demo-destroy test lint unit unit-containers molecule bench bench-ab bench-apt bench-deploy bench-backup bench-celery bench-appserver clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -27,27 +27,39 @@ demo: image ## Start (or re-converge) the demo server: https://127.0.0.1:8443/
 demo-destroy: ## Remove the demo server
 	@scripts/demo.sh destroy
 
-test: image ## Everything CI runs: lint, unit tests, every Molecule scenario
-	@$(MAKE) --no-print-directory lint unit molecule
-	echo "make test: lint, unit and molecule ($(SCENARIOS)) passed"
-	echo "stages: 3 passed, 0 failed"
+test: image ## Everything CI runs: lint, unit tests, container-backed module tests, every Molecule scenario
+	@passed=(); stage=""
+	report() { echo "make test: stages passed: $${passed[*]:-none}$${stage:+; failed: $$stage}"; }
+	trap report EXIT
+	for stage in lint unit unit-containers molecule; do
+	  $(MAKE) --no-print-directory $$stage
+	  passed+=("$$stage")
+	done
+	stage=""
+	echo "make test: molecule scenarios: $(SCENARIOS)"
 
 lint: deps ## yamllint, ansible-lint (production profile), role docs in sync with their specs
 	@yamllint --strict .
 	python scripts/render-role-docs.py --check
 	ANSIBLE_VAULT_IDENTITY_LIST=demo@inventories/demo/vault-password.txt ansible-lint
 
-unit: deps ## Python tests: roles' interfaces, modules, the demo app (no containers)
-	@pytest -p no:cacheprovider tests
+unit: deps ## Python tests: roles' interfaces and boundaries, modules, the demo app (no containers)
+	@pytest -p no:cacheprovider -m "not container" tests
 	cd examples/demoapp && DJANGO_DB_ENGINE=sqlite DJANGO_SECRET_KEY=unit-tests-only-$$(printf 'x%.0s' {1..50}) \
 	  DJANGO_ALLOWED_HOSTS=testserver DJANGO_SECURE_SSL_REDIRECT=false \
 	  $(VENV)/bin/python manage.py test --noinput -v 1
 
+unit-containers: image ## Module tests against a real service in a throwaway container (rabbitmq_accounts)
+	@pytest -p no:cacheprovider -m container tests
+
 molecule: image ## Every Molecule scenario (create, converge, idempotence, verify, destroy)
-	@for s in $(SCENARIOS); do molecule test -s $$s || exit 1; done
+	@for s in $(SCENARIOS); do molecule test -s $$s || { echo "make molecule: scenario $$s failed"; exit 1; }; done
 
 bench: image ## Converge figures: first and second converge next to the apt+pip floor
 	@python3 bench/converge.py
+
+bench-ab: image ## Interleaved A/B of BASELINE=<git ref> and the working tree: first converge / floor, idempotent converge, deploy
+	@python3 bench/converge_ab.py --baseline "$${BASELINE:?set BASELINE=<git ref>}"
 
 bench-apt: image ## The server's packages in one apt transaction vs one per role (why base.yml installs them at once)
 	@python3 bench/apt_transactions.py

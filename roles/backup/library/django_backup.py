@@ -37,6 +37,7 @@ author:
   - django-stack maintainers
 extends_documentation_fragment:
   - django_stack_s3
+  - django_stack_postgres
 options:
   state:
     description:
@@ -68,38 +69,6 @@ options:
     description: Parts uploaded at the same time (1 to 16).
     type: int
     default: 2
-  db_name:
-    description: Name of the database.
-    type: str
-  db_host:
-    description: Directory of PostgreSQL's Unix socket, or a host name or address for TCP.
-    type: str
-    default: /var/run/postgresql
-  db_port:
-    description: Port of the server (also the number in the socket file's name).
-    type: int
-    default: 5432
-  db_user:
-    description:
-      - Role to connect as. C(postgres) (peer authentication on the socket), or the app's owner role over
-        TCP with O(db_password) (an owner can dump its own database).
-    type: str
-    default: postgres
-  db_password:
-    description: Password of O(db_user) (TCP connections with scram-sha-256 or md5).
-    type: str
-  db_os_user:
-    description:
-      - OS user that runs C(pg_dump)/C(pg_restore) and opens the connections, for peer authentication.
-        Honoured only when the module runs as root; a warning says so otherwise.
-      - Unset means C(postgres) when running as root, O(db_host) is a socket directory and the user exists;
-        else the user the module runs as.
-    type: str
-  pg_bin_dir:
-    description:
-      - Directory of C(pg_dump) and C(pg_restore). Unset picks C(/usr/lib/postgresql/<N>/bin) with the
-        smallest N not older than the server, else the ones on E(PATH).
-    type: path
   media_root:
     description:
       - Directory of the uploaded media (Django's C(MEDIA_ROOT)); archived with C(tar -C media_root -cf - .)

@@ -182,3 +182,11 @@ def test_the_virtualenv_was_built_in_the_background(host):
     started = host.file(f"{venv}/pyvenv.cfg").mtime
     database_configured = host.file("/etc/postgresql/15/main/conf.d/50-django-stack.conf").mtime
     assert started < database_configured, (started, database_configured)
+
+def test_security_updates_are_installed_automatically(host):
+    """What apt's timers read, whatever file of apt.conf.d says it last: the stack's settings win."""
+    config = host.check_output("apt-config dump")
+    assert 'APT::Periodic::Unattended-Upgrade "1";' in config
+    assert 'APT::Periodic::Update-Package-Lists "1";' in config
+    assert "Debian-Security" in host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
+    assert host.service("apt-daily-upgrade.timer").is_enabled

@@ -9,7 +9,7 @@ One run, three fresh servers' worth of work on this machine:
    the converge installed, plus `pip install -r` of the app's requirements into a venv.
 
 Prints wall time and task count of each converge, the floor, and first-converge / floor.
-Targets (issue #2): second converge < 30 s; first / floor <= 1.5.
+Targets: second converge <= 40 s; first / floor <= 1.5 (docs/performance.md).
 It also splits both sides into the same parts: package work (apt; the first converge's apt tasks
 and virtualenv build, from its per-task timings) and the rest (the converge's configuration).
 Package downloads come from the network, so figures move between runs: --runs N repeats the
@@ -138,7 +138,7 @@ def main() -> int:
     label = "median of %d runs" % len(runs) if len(runs) > 1 else "one run"
     print(f"first converge / floor = {ratio:.2f}  (target <= 1.5; {label}; first converge {first:.1f} s,"
           f" of which {rest:.1f} s is not package work)")
-    print(f"second converge = {second:.1f} s  (target < 30 s; {label}), changed = "
+    print(f"second converge = {second:.1f} s  (target <= 40 s; {label}), changed = "
           f"{max(r['second_changed'] for r in runs)} (target 0)")
     print(f"converge logs with per-task timings: {args.logs}")
     return 0

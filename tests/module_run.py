@@ -9,7 +9,12 @@ import sys
 import time
 from pathlib import Path
 
-LIBRARY = Path(__file__).resolve().parents[1] / "library"
+ROOT = Path(__file__).resolve().parents[1]
+LIBRARY = ROOT / "library"
+# The project's module_utils, seen as ansible.module_utils.<name>, as Ansible ships them with a module.
+MODULE_UTILS = ROOT / "module_utils"
+RUN = ("import runpy, sys, ansible.module_utils as mu; mu.__path__.append(sys.argv[1]); "
+       "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 def module_command(module: str, tmp_path: Path, args: dict, check_mode: bool = False, diff: bool = False) -> list[str]:
@@ -18,7 +23,7 @@ def module_command(module: str, tmp_path: Path, args: dict, check_mode: bool = F
     argfile.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": dict(
         args, _ansible_check_mode=check_mode, _ansible_diff=diff,
         _ansible_remote_tmp=str(tmp_path / "remote-tmp"), _ansible_keep_remote_files=False)}))
-    return [sys.executable, str(LIBRARY / f"{module}.py"), str(argfile)]
+    return [sys.executable, "-c", RUN, str(MODULE_UTILS), str(LIBRARY / f"{module}.py"), str(argfile)]
 
 
 def parse(stdout: str, returncode: int) -> dict:

@@ -63,6 +63,7 @@ def run_role(tmp_path: Path, role: str, extra: dict, drop: tuple[str, ...] = ())
         os.environ,
         ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
         ANSIBLE_LIBRARY=str(ROOT / "library"),
+        ANSIBLE_MODULE_UTILS=str(ROOT / "module_utils"),
         ANSIBLE_INJECT_FACT_VARS="false",
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,

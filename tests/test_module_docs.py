@@ -23,7 +23,7 @@ ROOT = LIBRARY.parent
 # A role's library/, module_utils/ and doc_fragments/ are Ansible's when the role loads (and, for
 # ansible-doc, through ansible.cfg's doc_fragment_plugins).
 LIBRARIES = [LIBRARY, *sorted(ROOT.glob("roles/*/library"))]
-MODULE_UTILS = sorted(ROOT.glob("roles/*/module_utils"))
+MODULE_UTILS = [ROOT / "module_utils", *sorted(ROOT.glob("roles/*/module_utils"))]
 DOC_FRAGMENTS = sorted(ROOT.glob("roles/*/doc_fragments"))
 MODULE_PATHS = {p.stem: p for library in LIBRARIES for p in sorted(library.glob("*.py"))}
 MODULES = sorted(MODULE_PATHS)

@@ -47,4 +47,4 @@ if [ ! -f .cache/ssh/id_ed25519 ]; then
     mkdir -p .cache/ssh
     ssh-keygen -q -t ed25519 -N '' -C "django-stack servers" -f .cache/ssh/id_ed25519 || die "ssh-keygen failed"
 fi
-echo "bootstrap: ready (podman $(podman --version | awk '{print $3}'), $(.venv/bin/ansible --version | head -n1))"
+echo "bootstrap: ready (podman $(podman --version | awk '{print $3}'), $(.venv/bin/ansible --version | sed -n 1p))"

@@ -3,7 +3,7 @@
 
 One run, on this machine, everything on loopback and removed at the end:
 
-1. a throwaway PostgreSQL 15 cluster with a generated database of at least 1 GiB
+1. a throwaway PostgreSQL cluster (the release's) with a generated database of at least 1 GiB
    (pg_database_size: customers, orders, events; text, numbers, jsonb, indexes) and about
    300 MiB of incompressible media files, and moto's S3 server (in server mode);
 2. ours: the core's command line (`python3 -m django_stack_backup.cli --config F backup` with
@@ -20,7 +20,7 @@ getrusage; pg_dump/pg_restore from /proc VmHWM, sampled), and ours/baseline rati
 Targets: peak RSS of our process <= 200 MiB at any size; wall <= 1.2 x baseline.
 
 Usage: sudo .venv/bin/python bench/backup.py [--scale 1.0] [--media-mb 300] [--keep]
-(`make bench-backup`). Needs root (the cluster runs as postgres), postgresql-15, python3-boto3,
+(`make bench-backup`). Needs root (the cluster runs as postgres), postgresql, python3-boto3,
 python3-psycopg2 and the test requirements (moto[server]); scripts/bootstrap.sh installs them.
 About 10 minutes on 2 cores and up to 12 GB of disk under $BENCH_TMPDIR (default /var/tmp).
 """
@@ -43,7 +43,9 @@ from pathlib import Path
 from benchlib import sh
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL installed (the release's own: 15 on Debian 12, 17 on Debian 13).
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+             default=Path("/usr/lib/postgresql/15/bin"))
 SYSTEM_PYTHON = "/usr/bin/python3"
 # The backup role's package, run as its django-stack-backup command runs it on a server.
 CORE_PATH = ROOT / "roles" / "backup" / "module_utils"

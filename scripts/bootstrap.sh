@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what `make demo`, `make test` and bench/ need on a Debian 12 machine,
+# Install what `make demo`, `make test` and bench/ need on a Debian 12 or 13 machine,
 # as root: podman + runc + debootstrap from Debian, and the pinned Python tooling
 # in ./.venv. Quick when everything is already there.
 set -euo pipefail
@@ -8,10 +8,14 @@ cd "$(dirname "$0")/.."
 die() { echo "bootstrap: $*" >&2; exit 1; }
 
 # python3-boto3, python3-psycopg2 and age: the backup modules' tests run them under Debian's python3, as on a server.
-# The CNI dnsname plugin: containers of a scenario find each other by name (Debian's podman uses CNI).
+# postgresql (the release's major): the modules' tests start a throwaway cluster with its binaries.
 # wrk: bench/appserver.py's load generator.
-APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql-15 python3-boto3 python3-psycopg2 age
-    golang-github-containernetworking-plugin-dnsname wrk)
+APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql python3-boto3 python3-psycopg2 age wrk)
+# Containers of a scenario find each other by name: Debian 12's podman uses CNI (the dnsname plugin),
+# Debian 13's netavark (aardvark-dns, which its podman already depends on).
+case "$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID:-}")" in
+    12) APT_PACKAGES+=(golang-github-containernetworking-plugin-dnsname) ;;
+esac
 
 [ "$(id -u)" = 0 ] || die "run as root: podman runs rootful containers with systemd, and packages come from apt"
 command -v apt-get >/dev/null || die "apt-get not found: this project's tooling needs Debian 12 (or a derivative with apt)"

@@ -1,4 +1,4 @@
-"""Shared fixtures: the project root, a throwaway PostgreSQL 15 cluster, moto's S3 server."""
+"""Shared fixtures: the project root, a throwaway PostgreSQL cluster, moto's S3 server."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PG_BIN = Path("/usr/lib/postgresql/15/bin")
+# The newest PostgreSQL major installed (the controller's release packages one: 15 on Debian 12, 17 on 13).
+PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+             default=Path("/usr/lib/postgresql/15/bin"))
 
 
 def missing_prerequisite(reason: str) -> None:
@@ -71,9 +73,9 @@ class PgCluster:
 
 @pytest.fixture(scope="session")
 def pg_cluster():
-    """A PostgreSQL 15 cluster on a unix socket in a temp dir and on 127.0.0.1 (a free port); removed at the end."""
+    """A PostgreSQL cluster (the controller release's major) on a unix socket in a temp dir and on 127.0.0.1 (a free port); removed at the end."""
     if not (PG_BIN / "initdb").exists():
-        missing_prerequisite(f"{PG_BIN}/initdb is absent: install postgresql-15 (scripts/bootstrap.sh does)")
+        missing_prerequisite(f"{PG_BIN}/initdb is absent: install postgresql (scripts/bootstrap.sh does)")
     if os.geteuid() != 0:
         missing_prerequisite("the throwaway PostgreSQL cluster is started as the postgres user with runuser, which needs root")
     base = Path(tempfile.mkdtemp(prefix="djtest-pg-"))

@@ -226,9 +226,10 @@ def test_backup_rejects_bad_input(tmp_path, extra, needles):
         ({"solr_listen_address": "0.0.0.0"}, ["solr_listen_address"]),
         ({"solr_archive_local_path": __file__}, ["solr_archive_sha512"]),
         ({"solr_archive_local_path": __file__, "solr_archive_sha512": "0" * 128}, ["refusing to install it"]),
+        ({"solr_java_package": "openjdk-8-jre-headless"}, ["solr_java_package", "Java 11 or later"]),
     ],
     ids=["major-8", "major-10", "heap-above-memory", "heap-not-a-size", "core-name", "listen-everywhere",
-         "local-archive-without-checksum", "local-archive-wrong-checksum"],
+         "local-archive-without-checksum", "local-archive-wrong-checksum", "java-too-old"],
 )
 def test_solr_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "solr", extra), *needles)
@@ -241,3 +242,19 @@ def test_a_role_run_alone_without_the_apps_names_fails_naming_them(tmp_path, rol
     ok = {"celery": CELERY_OK, "backup": BACKUP_OK}.get(role, {})
     missing = tuple(ROLE_INPUTS[role])[-2:]
     assert_rejected(run_role(tmp_path, role, ok, drop=missing), *missing)
+
+
+# Facts of a host the stack does not support (extra vars win over gathered facts).
+UNSUPPORTED = {
+    "debian-14": {"distribution": "Debian", "distribution_major_version": "14", "distribution_version": "14.0"},
+    "ubuntu-24": {"distribution": "Ubuntu", "distribution_major_version": "24", "distribution_version": "24.04"},
+}
+
+
+@pytest.mark.parametrize("facts", sorted(UNSUPPORTED))
+@pytest.mark.parametrize("role", ["common", "postgresql", "backup", "solr"])
+def test_an_unsupported_release_is_refused_naming_the_supported_ones(tmp_path, role, facts):
+    fake = {**UNSUPPORTED[facts], "memtotal_mb": 4096, "processor_vcpus": 2, "os_family": "Debian"}
+    extra = {**{"postgresql": PG_OK, "backup": BACKUP_OK}.get(role, {}), "ansible_facts": fake}
+    assert_rejected(run_role(tmp_path, role, extra), "distribution_major_version", "Debian 12", "13")
+

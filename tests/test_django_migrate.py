@@ -3,7 +3,7 @@
 The module migrates the small project in tests/django_migrate_fixtures/project (app "shop":
 0001 creates a model, 0002 adds a field, 0003 is a RunPython without reverse; EXTRA_APPS in the
 env file adds "failapp", whose 0002 raises, or "slowapp", whose 0001 sleeps two seconds), once on
-SQLite and once on a throwaway PostgreSQL 15 cluster started for the session.
+SQLite and once on a throwaway PostgreSQL cluster started for the session.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def run_module(tmp_path: Path, check_mode: bool = False, diff: bool = False, **a
 
 # --- databases ---------------------------------------------------------------------------------
 
-# pg_cluster (a throwaway PostgreSQL 15 cluster for the session) comes from conftest.py.
+# pg_cluster (a throwaway PostgreSQL cluster for the session) comes from conftest.py.
 
 
 class Database:

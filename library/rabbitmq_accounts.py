@@ -22,16 +22,19 @@ description:
     process list; M(community.rabbitmq.rabbitmq_user) runs C(add_user), C(change_password) and
     C(authenticate_user) with the password as an argument.
   - It uses only RabbitMQ's public interfaces - C(rabbitmqctl export_definitions -) to read the
-    broker's definitions (JSON on standard output), C(rabbitmqctl import_definitions) reading a
-    definitions document on its standard input to create and update vhosts, users and permissions,
-    and C(rabbitmqctl)'s documented C(clear_permissions), C(clear_topic_permissions) and
-    C(delete_user), whose arguments are names only.
+    broker's definitions (JSON on standard output), C(rabbitmqctl import_definitions <file>) to
+    create and update vhosts, users and permissions, and C(rabbitmqctl)'s documented
+    C(clear_permissions), C(clear_topic_permissions) and C(delete_user), whose arguments are names
+    only. The definitions file (password hashes, no password) lives only while the import runs, in a
+    directory only the user C(rabbitmqctl) runs as can read (Debian's wrapper runs it as C(rabbitmq));
+    RabbitMQ 4.0 reads no definitions from standard input, and imports a file asynchronously.
   - A password is compared with the stored salted hash (base64 of a 4-byte salt and the hash of the
     salt and the UTF-8 password, with the user's C(hashing_algorithm) - SHA-256, SHA-512 or MD5),
     without calling the broker. A hash in another algorithm counts as different, so the password is
     set again. A password is written as a newly salted SHA-256 hash, never as clear text.
-  - After a change the definitions are exported again and compared; the task fails if the broker
-    did not apply every change. An import is not atomic - when it fails, part of it may be applied;
+  - After a change the definitions are exported again and compared until the broker applied every
+    change (RabbitMQ 4.0 imports in the background); the task fails if it has not within
+    O(import_timeout) seconds. An import is not atomic - when it fails, part of it may be applied;
     the next run repairs the rest.
 version_added: "1.0.0"
 author:
@@ -85,6 +88,10 @@ options:
         type: list
         elements: str
         default: []
+  import_timeout:
+    description: Seconds to wait for the broker to apply an import before the task fails.
+    type: int
+    default: 60
   absent_users:
     description: Users that must not exist.
     type: list
@@ -171,7 +178,11 @@ import hashlib
 import hmac
 import json
 import os
+import pwd
 import re
+import shutil
+import tempfile
+import time
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -309,6 +320,28 @@ class Broker:
         self.wrote = self.wrote or writes
         return out
 
+    def import_definitions(self, doc: dict) -> None:
+        """Import a definitions document from a file only the user rabbitmqctl runs as can read: Debian's
+        wrapper runs it as rabbitmq when called as root. The file goes as soon as the command returns."""
+        owner = None
+        if os.geteuid() == 0:
+            try:
+                owner = pwd.getpwnam("rabbitmq")
+            except KeyError:
+                owner = None
+        directory = tempfile.mkdtemp(prefix="rabbitmq-accounts-")
+        try:
+            path = os.path.join(directory, "definitions.json")
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as handle:
+                json.dump(doc, handle)
+            if owner:
+                os.chown(path, owner.pw_uid, owner.pw_gid)
+                os.chown(directory, owner.pw_uid, owner.pw_gid)
+            self.run("import_definitions", path)
+        finally:
+            shutil.rmtree(directory, ignore_errors=True)
+
     def definitions(self) -> dict:
         out = self.run("export_definitions", "-", writes=False)
         try:
@@ -341,6 +374,7 @@ def main() -> None:
                 ),
             ),
             absent_users=dict(type="list", elements="str", default=["guest"]),
+            import_timeout=dict(type="int", default=60),
         ),
         supports_check_mode=True,
     )
@@ -361,17 +395,22 @@ def main() -> None:
     changed = any(result.values())
     if changed and not module.check_mode:
         if any(doc.values()):
-            broker.run("import_definitions", data=json.dumps(doc))
+            broker.import_definitions(doc)
         for entry in result["permissions_cleared"]:
             broker.run("clear_permissions", "-p", entry["vhost"], entry["user"])
         for entry in result["topic_permissions_cleared"]:
             broker.run("clear_topic_permissions", "-p", entry["vhost"], entry["user"])
         for name in result["users_removed"]:
             broker.run("delete_user", name)
-        left, _ = compare(broker.definitions(), vhosts, users, absent)
-        if any(left.values()):
-            module.fail_json(msg=f"node {node} still differs after the repair: {json.dumps(left, sort_keys=True)}",
-                             changed=True, **result)
+        deadline = time.monotonic() + p["import_timeout"]
+        while True:
+            left, _ = compare(broker.definitions(), vhosts, users, absent)
+            if not any(left.values()):
+                break
+            if time.monotonic() > deadline:
+                module.fail_json(msg=f"node {node} still differs {p['import_timeout']} s after the repair (import_timeout): "
+                                     f"{json.dumps(left, sort_keys=True)}", changed=True, **result)
+            time.sleep(1)
     module.exit_json(changed=changed, **result)
 
 

@@ -1,5 +1,5 @@
 # Entry points. `make demo` and `make test` install what they need by themselves
-# (scripts/bootstrap.sh): run them as root on a Debian 12 machine.
+# (scripts/bootstrap.sh): run them as root on a Debian 12 or 13 machine.
 SHELL := /bin/bash
 .ONESHELL:
 .SHELLFLAGS := -eu -o pipefail -c
@@ -9,8 +9,13 @@ VENV := $(CURDIR)/.venv
 export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
+# The Debian release of the demo server, the test servers and the benches' servers: trixie
+# (Debian 13) or bookworm (Debian 12). `make test` runs every scenario on trixie and `default`
+# on bookworm too.
+DEBIAN_RELEASE ?= trixie
+export DEBIAN_RELEASE
 
-.PHONY: help deps image demo demo-destroy test lint unit unit-containers molecule bench bench-ab bench-apt bench-deploy bench-backup bench-celery bench-appserver clean
+.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -18,8 +23,12 @@ help: ## List the targets
 deps: ## Install podman, runc, debootstrap (apt) and the pinned tooling (.venv)
 	@scripts/bootstrap.sh
 
-image: deps ## Build the local Debian 12 test image (cached; rebuilt when its recipe changes)
-	@scripts/build-image.sh
+image: deps ## Build the local test image of DEBIAN_RELEASE (trixie; cached, rebuilt when its recipe changes)
+	@scripts/build-image.sh $(DEBIAN_RELEASE)
+
+images: deps ## Build the local test images of both releases (trixie and bookworm)
+	@scripts/build-image.sh trixie
+	scripts/build-image.sh bookworm
 
 demo: image ## Start (or re-converge) the demo server: https://127.0.0.1:8443/
 	@scripts/demo.sh up
@@ -27,7 +36,7 @@ demo: image ## Start (or re-converge) the demo server: https://127.0.0.1:8443/
 demo-destroy: ## Remove the demo server
 	@scripts/demo.sh destroy
 
-test: image ## Everything CI runs: lint, unit tests, container-backed module tests, every Molecule scenario
+test: images ## Everything CI runs: lint, unit tests, container-backed module tests, every Molecule scenario
 	@passed=(); stage=""
 	report() { echo "make test: stages passed: $${passed[*]:-none}$${stage:+; failed: $$stage}"; }
 	trap report EXIT
@@ -36,7 +45,7 @@ test: image ## Everything CI runs: lint, unit tests, container-backed module tes
 	  passed+=("$$stage")
 	done
 	stage=""
-	echo "make test: molecule scenarios: $(SCENARIOS)"
+	echo "make test: molecule scenarios: $(SCENARIOS) on trixie, default on bookworm"
 
 lint: deps ## yamllint, ansible-lint (production profile), role docs in sync with their specs
 	@yamllint --strict .
@@ -49,11 +58,14 @@ unit: deps ## Python tests: roles' interfaces and boundaries, modules, the demo 
 	  DJANGO_ALLOWED_HOSTS=testserver DJANGO_SECURE_SSL_REDIRECT=false \
 	  $(VENV)/bin/python manage.py test --noinput -v 1
 
-unit-containers: image ## Module tests against a real service in a throwaway container (rabbitmq_accounts)
+unit-containers: image ## Module tests against a real service in a throwaway container of DEBIAN_RELEASE (rabbitmq_accounts)
 	@pytest -p no:cacheprovider -m container tests
 
-molecule: image ## Every Molecule scenario (create, converge, idempotence, verify, destroy)
-	@for s in $(SCENARIOS); do molecule test -s $$s || { echo "make molecule: scenario $$s failed"; exit 1; }; done
+molecule: images ## Every Molecule scenario on trixie, and `default` on bookworm too (create, converge, idempotence, verify, destroy)
+	@for s in $(SCENARIOS); do
+	  DEBIAN_RELEASE=trixie molecule test -s $$s || { echo "make molecule: scenario $$s failed on trixie"; exit 1; }
+	done
+	DEBIAN_RELEASE=bookworm molecule test -s default || { echo "make molecule: scenario default failed on bookworm"; exit 1; }
 
 bench: image ## Converge figures: first and second converge next to the apt+pip floor
 	@python3 bench/converge.py
@@ -72,6 +84,9 @@ bench-celery: image ## Celery tasks per second and worker peak RSS, for two pref
 
 bench-appserver: image ## gunicorn vs Apache for a dynamic page, nginx vs Django for a static file
 	@python3 bench/appserver.py
+
+bench-releases: images ## Converge on Debian 13 and 12 side by side; rebuild RTO from a Debian 12 server onto a fresh Debian 13 one
+	@python3 bench/releases.py
 
 bench-backup: deps ## Backup/restore figures (1.6 GB database, 300 MB media) next to pg_dump + upload_file
 	@python3 bench/backup.py

@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
-# Build the local Debian 12 "fresh server" image used by `make demo`, `make test`
+# Build a local "fresh server" image of a Debian release, used by `make demo`, `make test`
 # and bench/: debootstrap from the Debian mirror named in this host's apt sources,
 # systemd as PID 1, sshd (as on a cloud server), and this host's locally added CA
 # certificates trusted inside. Nothing is ever pulled from a registry.
 #
-# The image is cached: its recipe hash (this script plus the CA certificates) is
-# stored as a label, and the image is rebuilt only when that hash changes.
+# One image per release, localhost/djstack-debian:<release>. Each is cached: its recipe hash
+# (this script, the release and the CA certificates) is stored as a label, and the image is
+# rebuilt only when that hash changes.
 #
-# Usage: scripts/build-image.sh [--force]
+# Usage: scripts/build-image.sh [--force] [trixie|bookworm]   (default: trixie, Debian 13)
 set -euo pipefail
 
-IMAGE="${DJSTACK_IMAGE:-localhost/djstack-debian:bookworm}"
-SUITE=bookworm
+FORCE=""
+SUITE=trixie
+for arg in "$@"; do
+    case "$arg" in
+        --force) FORCE=1 ;;
+        bookworm|trixie) SUITE=$arg ;;
+        *) echo "build-image: unknown argument '$arg' (usage: build-image.sh [--force] [trixie|bookworm])" >&2; exit 2 ;;
+    esac
+done
+IMAGE="localhost/djstack-debian:$SUITE"
 HERE="$(cd "$(dirname "$0")" && pwd)"
 PODMAN=(podman)
 
@@ -43,6 +52,7 @@ security_from_host() {
 
 recipe_hash() {
     {
+        echo "$SUITE"
         cat "$0"
         cat /usr/local/share/ca-certificates/*.crt 2>/dev/null || true
     } | sha256sum | cut -c1-16
@@ -52,7 +62,7 @@ command -v podman >/dev/null || die "podman is not installed (run: make deps)"
 command -v debootstrap >/dev/null || die "debootstrap is not installed (run: make deps)"
 
 HASH=$(recipe_hash)
-if [ "${1:-}" != "--force" ] && "${PODMAN[@]}" image exists "$IMAGE"; then
+if [ -z "$FORCE" ] && "${PODMAN[@]}" image exists "$IMAGE"; then
     current=$("${PODMAN[@]}" image inspect --format '{{ index .Labels "djstack.recipe" }}' "$IMAGE" 2>/dev/null || true)
     if [ "$current" = "$HASH" ]; then
         echo "build-image: $IMAGE is up to date (recipe $HASH)"
@@ -66,19 +76,30 @@ SECURITY=$(security_from_host)
 ROOTFS=$(mktemp -d /var/tmp/djstack-rootfs.XXXXXX)
 trap 'rm -rf "$ROOTFS"' EXIT
 
-echo "build-image: debootstrap $SUITE from $MIRROR (about a minute)"
+echo "build-image: debootstrap $SUITE from $MIRROR"
 # What a cloud provider's fresh Debian server has: systemd, sshd, sudo, python3,
 # CA certificates; nothing from the stack itself.
 debootstrap --variant=minbase \
     --include=systemd,systemd-sysv,dbus,python3,sudo,iproute2,ca-certificates,openssh-server,procps,less \
     "$SUITE" "$ROOTFS" "$MIRROR" >/dev/null
 
-cat >"$ROOTFS/etc/apt/sources.list" <<EOF
-deb $MIRROR $SUITE main
-deb $MIRROR $SUITE-updates main
-EOF
-if [ -n "$SECURITY" ]; then
-    echo "deb $SECURITY $SUITE-security main" >>"$ROOTFS/etc/apt/sources.list"
+# Apt sources as a fresh server of that release has them: deb822 on Debian 13, one line each on 12.
+rm -f "$ROOTFS/etc/apt/sources.list"
+if [ "$SUITE" = bookworm ]; then
+    {
+        echo "deb $MIRROR $SUITE main"
+        echo "deb $MIRROR $SUITE-updates main"
+        if [ -n "$SECURITY" ]; then echo "deb $SECURITY $SUITE-security main"; fi
+    } >"$ROOTFS/etc/apt/sources.list"
+else
+    {
+        printf 'Types: deb\nURIs: %s\nSuites: %s %s-updates\nComponents: main\nSigned-By: %s\n' \
+            "$MIRROR" "$SUITE" "$SUITE" /usr/share/keyrings/debian-archive-keyring.gpg
+        if [ -n "$SECURITY" ]; then
+            printf '\nTypes: deb\nURIs: %s\nSuites: %s-security\nComponents: main\nSigned-By: %s\n' \
+                "$SECURITY" "$SUITE" /usr/share/keyrings/debian-archive-keyring.gpg
+        fi
+    } >"$ROOTFS/etc/apt/sources.list.d/debian.sources"
 fi
 
 # Trust the CA certificates this host added locally (a TLS-inspecting proxy),

@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The demo server: a fresh systemd container from the local Debian 12 image, reached
-# over SSH on 127.0.0.1:2222 like a real server, converged with site.yml.
+# The demo server: a fresh systemd container from the local image of DEBIAN_RELEASE (trixie,
+# Debian 13, by default; bookworm for Debian 12), reached over SSH on 127.0.0.1:2222 like a real
+# server, converged with site.yml.
 #   scripts/demo.sh up       start (or reuse) the server and converge it
 #   scripts/demo.sh destroy  remove it
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAME=${DEMO_CONTAINER:-djstack-demo}
-IMAGE=${DJSTACK_IMAGE:-localhost/djstack-debian:bookworm}
+IMAGE=localhost/djstack-debian:${DEBIAN_RELEASE:-trixie}
 SSH_DIR=.cache/ssh
 KEY=$SSH_DIR/id_ed25519
 export PATH="$PWD/.venv/bin:$PATH"
@@ -33,8 +34,9 @@ up() {
         rm -f "$SSH_DIR/known_hosts"
         echo "demo: starting a fresh server ($NAME)"
         # Published on loopback only: 8443 -> 443, 8080 -> 80, 2222 -> 22.
+        # SYS_ADMIN: what systemd needs to apply the units' sandboxing, as on a real server.
         podman run -d --name "$NAME" --hostname demo --runtime=runc --systemd=always \
-            --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
+            --cap-add SYS_ADMIN --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
             -p 127.0.0.1:8443:443 -p 127.0.0.1:8080:80 -p 127.0.0.1:2222:22 \
             -v "$PWD/$KEY.pub:/root/.ssh/authorized_keys:ro" \
             "$IMAGE" >/dev/null

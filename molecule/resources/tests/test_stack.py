@@ -180,8 +180,10 @@ def test_the_virtualenv_was_built_in_the_background(host):
     venv = host.check_output(f"readlink -f {APP_ROOT}/current/.venv")
     assert host.file(f"{venv}/.complete").exists
     started = host.file(f"{venv}/pyvenv.cfg").mtime
-    database_configured = host.file("/etc/postgresql/15/main/conf.d/50-django-stack.conf").mtime
+    conf = host.check_output("ls /etc/postgresql/*/main/conf.d/50-django-stack.conf")
+    database_configured = host.file(conf).mtime
     assert started < database_configured, (started, database_configured)
+
 
 def test_security_updates_are_installed_automatically(host):
     """What apt's timers read, whatever file of apt.conf.d says it last: the stack's settings win."""
@@ -190,3 +192,47 @@ def test_security_updates_are_installed_automatically(host):
     assert 'APT::Periodic::Update-Package-Lists "1";' in config
     assert "Debian-Security" in host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
     assert host.service("apt-daily-upgrade.timer").is_enabled
+
+
+# The app's long-running units and what their sandbox must let them write; everything else of the
+# system, the release's code included, is read-only to them (ProtectSystem=strict).
+SANDBOXED = {
+    f"celery-worker@default.service": [f"{APP_ROOT}/shared/media"],
+    f"celery-beat@{APP_NAME}.service": [f"{APP_ROOT}/shared/media", f"/var/lib/celery/{APP_NAME}"],
+}
+if app_server() == "gunicorn":
+    SANDBOXED[f"gunicorn@{APP_NAME}.service"] = [f"{APP_ROOT}/shared/media"]
+
+
+def in_unit(host, unit: str, command: str, as_root: bool = False):
+    """Run a shell command inside the mount namespace of a unit's main process (what the unit's own
+    processes see of the file system), as the unit's user, or as root without root's capabilities
+    (to tell a read-only file system from a permission denied).
+
+    Entering another user's process takes ptrace rights, which a server's root has and the test
+    server's (no CAP_SYS_PTRACE, nothing broader than a real server needs) has not: the probe takes
+    the unit's uid, keeping only what entering and switching needs."""
+    pid = host.check_output(f"systemctl show -p MainPID --value {unit}")
+    assert pid not in ("", "0"), f"{unit} is not running"
+    uid, gid = host.check_output(f"stat -c '%u %g' /proc/{pid}").split()
+    caps = "+sys_admin,+sys_chroot,+setuid,+setgid"
+    become = "-S 0 -G 0" if as_root else f"-S {uid} -G {gid}"
+    return host.run(f"setpriv --reuid={uid} --regid={gid} --clear-groups --inh-caps={caps} --ambient-caps={caps} "
+                    f"nsenter --target {pid} --mount {become} -- sh -c {shlex.quote(command)}")
+
+
+@pytest.mark.parametrize("unit", sorted(SANDBOXED))
+def test_the_units_sandbox_is_enforced(host, unit):
+    """A real server applies ProtectSystem=strict, ReadWritePaths= and PrivateTmp=; the test server
+    must too (without the capability systemd needs, it silently skips them)."""
+    probe = f".sandbox-probe-{secrets.token_hex(3)}"
+    release = host.check_output(f"readlink -f {APP_ROOT}/current")
+    for path in ("/usr", "/etc", release):
+        denied = in_unit(host, unit, f"touch {path}/{probe}", as_root=True)
+        assert denied.rc != 0 and "Read-only file system" in denied.stderr, (unit, path, denied.stderr)
+    for path in SANDBOXED[unit]:
+        allowed = in_unit(host, unit, f"touch {path}/{probe} && rm {path}/{probe}")
+        assert allowed.rc == 0, (unit, path, allowed.stderr)
+    private = in_unit(host, unit, f"touch /tmp/{probe}", as_root=True)
+    assert private.rc == 0, private.stderr
+    assert not host.file(f"/tmp/{probe}").exists, f"{unit} writes the host's /tmp: PrivateTmp is not applied"

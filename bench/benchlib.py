@@ -13,11 +13,13 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-IMAGE = os.environ.get("DJSTACK_IMAGE", "localhost/djstack-debian:bookworm")
+# The fresh servers' Debian release: DEBIAN_RELEASE=trixie (Debian 13, the default) or bookworm.
+IMAGE = f"localhost/djstack-debian:{os.environ.get('DEBIAN_RELEASE', 'trixie')}"
 KEY = ROOT / ".cache" / "ssh" / "id_ed25519"
 VAULT_ID = f"demo@{ROOT / 'inventories' / 'demo' / 'vault-password.txt'}"
-# runc, not crun, and explicit limits: see scripts/build-image.sh and the README.
-BASE_ARGS = ["--runtime=runc", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+# runc, not crun, and explicit limits: see scripts/build-image.sh. SYS_ADMIN: what systemd needs to
+# apply the units' sandboxing, as on a real server.
+BASE_ARGS = ["--runtime=runc", "--cap-add", "SYS_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -39,15 +41,18 @@ def ensure_key() -> None:
         sh(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "django-stack bench", "-f", str(KEY)])
 
 
-def start_server(name: str, ssh_port: int | None, ports: dict[int, int] | None = None) -> None:
-    """A fresh server; `ports` publishes container ports on the host's loopback (host: container)."""
+def start_server(name: str, ssh_port: int | None, ports: dict[int, int] | None = None, image: str = IMAGE,
+                 network: str | None = None) -> None:
+    """A fresh server from `image`; `ports` publishes container ports on the host's loopback (host: container)."""
     podman_rm(name)
     args = ["podman", "run", "-d", "--name", name, "--hostname", name, "--systemd=always", *BASE_ARGS]
+    if network:
+        args += ["--network", network]
     if ssh_port:
         args += ["-p", f"127.0.0.1:{ssh_port}:22", "-v", f"{KEY}.pub:/root/.ssh/authorized_keys:ro"]
     for host_port, container_port in (ports or {}).items():
         args += ["-p", f"127.0.0.1:{host_port}:{container_port}"]
-    sh([*args, IMAGE])
+    sh([*args, image])
     # Wait for systemd to finish booting, as a real server would have before you log in.
     # (`--wait` returns when booting is over, "running" or "degraded" alike.)
     subprocess.run(["podman", "exec", name, "systemctl", "is-system-running", "--wait"],
@@ -69,7 +74,7 @@ def wait_for_ssh(ssh_port: int, known_hosts: Path) -> None:
 
 
 def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars: dict[str, object],
-                    root: Path = ROOT) -> Path:
+                    root: Path = ROOT, groups: tuple[str, ...] = ()) -> Path:
     """An all-in-one inventory for host `bench` with the demo's group_vars (and vault) of the checkout `root`."""
     inv = directory / "inventory"
     inv.mkdir()
@@ -86,7 +91,7 @@ def write_inventory(directory: Path, ssh_port: int, known_hosts: Path, host_vars
     lines = ["all:", "  hosts:", "    bench:"] + [f"      {k}: {v!r}" if isinstance(v, str) else f"      {k}: {v}"
                                                  for k, v in settings.items()]
     lines += ["  children:"] + [f"    {group}: {{hosts: {{bench: }}}}" for group in
-                                ("dbservers", "cacheservers", "brokers", "webservers", "workers")]
+                                ("dbservers", "cacheservers", "brokers", "webservers", "workers", *groups)]
     (inv / "hosts.yml").write_text("\n".join(lines) + "\n")
     return inv
 

@@ -40,9 +40,10 @@ def manual_packages(name: str) -> set[str]:
     return set(sh(["podman", "exec", name, "apt-mark", "showmanual"]).stdout.split())
 
 
-def floor(packages: list[str], requirements: Path) -> dict[str, float]:
-    """Wall seconds of the floor's parts: apt (update + install) and pip (venv + install)."""
-    start_server(FLOOR, None)
+def floor(packages: list[str], requirements: Path, image: str = IMAGE) -> dict[str, float]:
+    """Wall seconds of the floor's parts on a fresh server of `image`: apt (update + install) and
+    pip (venv + install)."""
+    start_server(FLOOR, None, image=image)
     try:
         sh(["podman", "cp", str(requirements), f"{FLOOR}:/tmp/requirements.txt"])
         apt = (

@@ -268,8 +268,10 @@ def backup(env: Env, **extra) -> dict:
     return result
 
 
-def fake_set(env: Env, source_id: str, new_id: str, marker: str | None = "valid", prefix: str = PREFIX) -> None:
-    """A copy of a real set under another id (another date), as the sets of past days would be."""
+def fake_set(env: Env, source_id: str, new_id: str, marker: str | None = "valid", prefix: str = PREFIX,
+             edit=None) -> None:
+    """A copy of a real set under another id (another date), as the sets of past days would be; `edit`
+    may change its manifest (the marker is then the edited manifest's, as a real backup writes it)."""
     manifest = json.loads(env.get(f"{PREFIX}/{source_id}/manifest.json"))
     for obj in manifest["objects"]:
         new_key = f"{prefix}/{new_id}/{obj['name']}"
@@ -277,6 +279,8 @@ def fake_set(env: Env, source_id: str, new_id: str, marker: str | None = "valid"
         obj["key"] = new_key
     when = dt.datetime.strptime(new_id[:16], "%Y%m%dT%H%M%SZ").strftime("%Y-%m-%dT%H:%M:%SZ")
     manifest.update(set_id=new_id, created_at=when, completed_at=when)
+    if edit:
+        edit(manifest)
     raw = json.dumps(manifest).encode()
     env.s3.put_object(Bucket=env.bucket, Key=f"{prefix}/{new_id}/manifest.json", Body=raw)
     if marker is not None:

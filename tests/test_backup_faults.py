@@ -15,7 +15,7 @@ import time
 
 import boto3
 import pytest
-from backup_support import COUNTS, OWNER, PREFIX, backup, media_digest, play, run
+from backup_support import COUNTS, OWNER, PREFIX, backup, fake_set, media_digest, play, run
 from conftest import start_moto, stop_moto, missing_prerequisite
 
 pytestmark = pytest.mark.usefixtures("backup_host_tools")
@@ -302,3 +302,19 @@ def test_bad_input_fails_naming_the_option(env):
         assert result.get("failed") is True, (module, message, result)
         assert message in result["msg"], (module, message, result["msg"])
     assert env.keys("") == []
+
+
+def test_a_dump_of_a_newer_postgresql_is_refused_before_anything_changes(env):
+    """A set dumped from a newer major (a newer Debian release's PostgreSQL) cannot be restored onto this
+    server's: the restore says so and what to do, before it downloads or changes anything."""
+    source = backup(env)["set_id"]
+    newer = "20991231T000000Z-a00001"
+    fake_set(env, source, newer, edit=lambda manifest: manifest["database"].update(server_version="99.1"))
+    env.change_live_data()
+    counts = env.counts()
+    result = run(env.tmp, "django_restore", **env.args(backup_set=newer, download_dir=str(env.tmp)))
+    assert result["_rc"] != 0 and result.get("changed") is not True
+    assert "dumped from PostgreSQL 99.1" in result["msg"] and "PostgreSQL 99 or later" in result["msg"], result["msg"]
+    assert env.counts() == counts and env.databases() == [env.db]
+    assert not list(env.tmp.glob("django-restore-*"))
+

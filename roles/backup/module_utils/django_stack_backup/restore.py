@@ -56,6 +56,8 @@ class Restorer:
             self.database = DatabaseRestore(cfg, pg, self.timer, self.warnings, self.stamp, self.check_mode)
         if cfg.media_restore_mode != "skip":
             self.media = MediaRestore(cfg, self.timer, self.stamp, self.check_mode)
+        if self.database and "db" in objects:
+            self.database.check_server_version(manifest)
         result["space"] = self.space_check(manifest, objects)
         if self.database and cfg.db_restore_mode in ("swap", "scratch"):
             self.database.check_data_directory(manifest["database"].get("size_bytes") or 0)

@@ -25,6 +25,20 @@ class DatabaseRestore:
         self.check_mode = check_mode
         self.created = None  # a database made by this run and not handed over yet: dropped on failure
 
+    def check_server_version(self, manifest: dict) -> None:
+        """Refuse, before anything is downloaded, a dump of a newer PostgreSQL major than this server's:
+        pg_restore cannot restore it (the way across releases is forward: an older set onto a newer server)."""
+        dumped = str(manifest.get("database", {}).get("server_version") or "")
+        dumped_major = int(dumped.split(".")[0]) if dumped.split(".")[0].isdigit() else 0
+        conn = self.pg.admin()
+        conn.close()
+        major = (self.pg.server_version_num or 0) // 10000
+        if dumped_major > major:
+            raise BackupError("set %s was dumped from PostgreSQL %s; this server (%s) runs PostgreSQL %d, which cannot "
+                              "restore a dump of a newer major. Restore it onto a server running PostgreSQL %d or later "
+                              "(a fresh server of that Debian release); nothing was downloaded or changed"
+                              % (manifest.get("set_id"), dumped, self.pg.who(), major, dumped_major))
+
     def check_data_directory(self, size: int) -> None:
         """A warning when a local server's data directory has less room than the source database took."""
         if not self.pg.host.startswith("/"):

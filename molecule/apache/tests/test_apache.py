@@ -81,6 +81,26 @@ def test_a_deploy_on_apache_drops_no_request(host, tmp_path):
     assert apache_restarts(host) == restarts_before
 
 
+def test_a_virtualenv_of_another_python_is_refused_before_apache_changes(host):
+    # A virtualenv whose interpreter reports another Python than the one mod_wsgi links.
+    venv = "/var/tmp/venv-of-another-python"
+    host.run(f"mkdir -p {venv}/bin && printf '#!/bin/sh\\necho 3.99\\n' > {venv}/bin/python && chmod 755 {venv}/bin/python")
+    config = "find /etc/apache2 -type f -exec md5sum {} + | sort"
+    before, pid = host.check_output(config), host.check_output("systemctl show -p MainPID --value apache2")
+    try:
+        result = run_playbook("playbooks/app.yml", "-e", f"apache_wsgi_virtualenv={venv}")
+    finally:
+        host.run(f"rm -rf {venv}")
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    linked = host.check_output("ldd /usr/lib/apache2/modules/mod_wsgi.so | grep -o 'libpython[0-9.]*[0-9]'")
+    assert f"built for Python {linked.removeprefix('libpython')}" in output and "runs Python 3.99" in output, output[-3000:]
+    assert "django_app_python" in output, output[-3000:]
+    assert host.check_output(config) == before
+    assert host.check_output("systemctl show -p MainPID --value apache2") == pid
+    assert health(host)["database"] == "ok"
+
+
 def test_switching_to_gunicorn_and_back_is_clean(host):
     for server, running, retired in (("gunicorn", f"gunicorn@{APP_NAME}.socket", "apache2"),
                                      ("apache_wsgi", "apache2", f"gunicorn@{APP_NAME}.socket")):

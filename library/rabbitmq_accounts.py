@@ -310,12 +310,12 @@ class Broker:
         if self.rabbitmqctl is None:
             module.fail_json(msg="rabbitmq_accounts runs rabbitmqctl, which is not on this host: install rabbitmq-server first")
 
-    def run(self, *args: str, data: str | None = None, writes: bool = True) -> str:
+    def run(self, *args: str, data: str | None = None, writes: bool = True, shown: str | None = None) -> str:
         rc, out, err = self.module.run_command([self.rabbitmqctl, "--node", self.node, "--quiet", *args],
                                                data=data, binary_data=True, environ_update=ENV)
         if rc != 0:
             # Only stderr: the standard output of export_definitions holds password hashes.
-            self.module.fail_json(msg=f"rabbitmqctl {' '.join(args)} on node {self.node} failed (exit {rc}): "
+            self.module.fail_json(msg=f"rabbitmqctl {shown or ' '.join(args)} on node {self.node} failed (exit {rc}): "
                                       f"{err.strip() or '(no error output)'}", rc=rc, stderr=err, changed=self.wrote)
         self.wrote = self.wrote or writes
         return out
@@ -338,7 +338,7 @@ class Broker:
             if owner:
                 os.chown(path, owner.pw_uid, owner.pw_gid)
                 os.chown(directory, owner.pw_uid, owner.pw_gid)
-            self.run("import_definitions", path)
+            self.run("import_definitions", path, shown="import_definitions")  # the file is gone by then
         finally:
             shutil.rmtree(directory, ignore_errors=True)
 

@@ -107,6 +107,27 @@ def test_restore_scratch_leaves_the_live_data_alone(env):
     assert env.counts(env.db + "_drill") == COUNTS and env.databases() == [env.db, env.db + "_drill"]
 
 
+def test_a_drill_never_drops_a_database_it_did_not_make(env):
+    """db_scratch_name naming another live database (not the app's own, which the config refuses)."""
+    backup(env)
+    other = env.db + "_billing"
+    env.sql(f"CREATE DATABASE {other}", "postgres")
+    env.sql("CREATE TABLE invoices (id int); INSERT INTO invoices VALUES (1), (2)", other)
+    result = run(env.tmp, "django_restore", db_restore_mode="scratch", db_scratch_name=other,
+                 media_restore_mode="skip", download_dir=str(env.tmp), **env.args())
+    assert result["_rc"] != 0
+    assert f"database {other} exists and was not made by a restore" in result["msg"], result["msg"]
+    assert "db_scratch_name" in result["msg"]
+    assert env.sql("SELECT count(*) FROM invoices", other) == [(2,)]
+    # the app's database after a swap restore is live again: a later drill naming it is refused too
+    swapped = run(env.tmp, "django_restore", media_restore_mode="skip", download_dir=str(env.tmp), **env.args())
+    assert swapped["_rc"] == 0, swapped.get("msg")
+    previous = swapped["database"]["previous"]
+    refused = run(env.tmp, "django_restore", db_restore_mode="scratch", db_scratch_name=previous,
+                  media_restore_mode="skip", download_dir=str(env.tmp), **env.args())
+    assert refused["_rc"] != 0 and "was not made by a restore" in refused["msg"], refused.get("msg")
+
+
 def test_restore_onto_a_fresh_server(env):
     """Disaster recovery: neither the database nor the media directory exists any more."""
     before_media = media_digest(env.media)

@@ -17,6 +17,9 @@ from .postgres import Postgres, copy_database_settings, count_rows, db_exists, d
     short_name, terminate
 from .util import Timer, human
 
+# The comment on every database a restore creates: the only databases a restore ever drops.
+RESTORE_MARK = "django-stack restore"
+
 
 class DatabaseRestore:
     def __init__(self, cfg: Config, pg: Postgres, timer: Timer, warnings: list, stamp: str, check_mode: bool):
@@ -103,13 +106,23 @@ class DatabaseRestore:
                 return report
             if mode != "in_place":
                 if db_exists(cur, target):
-                    drop_db(cur, target)  # a leftover of an earlier run, or the scratch database
+                    # A leftover of an earlier run, or the scratch database of the last drill: only a
+                    # database this code created (and marked) is ever dropped.
+                    cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                                [target])
+                    if not (cur.fetchone()[0] or "").startswith(RESTORE_MARK):
+                        raise BackupError(
+                            "database %s exists and was not made by a restore: refusing to drop it%s. Name a "
+                            "database that does not exist" % (target, " (db_scratch_name)" if mode == "scratch" else ""))
+                    drop_db(cur, target)
                 create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
                 if props:
                     create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
                         create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
                 cur.execute(create)
                 self.created = target
+                cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                    ident(target), sql.Literal("%s of set %s" % (RESTORE_MARK, manifest["set_id"]))))
                 cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident(target)))
                 if live_exists:
                     copy_database_settings(cur, live, target, owner)
@@ -199,6 +212,8 @@ class DatabaseRestore:
                     cur.execute(sql.SQL("ALTER DATABASE {} RENAME TO {}").format(ident(previous), ident(live)))
                 raise BackupError("cannot rename the restored database %s to %s (%s); the live database was put "
                                   "back" % (new, live, str(exc).strip()))
+            # Live now: no longer a restore's database, which a later run may drop.
+            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS NULL").format(ident(live)))
             self.created = None
             report["previous"] = previous
         finally:

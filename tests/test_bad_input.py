@@ -100,8 +100,20 @@ PG_OK = {"postgresql_users": [{"name": "app", "password": "app-password-123"}],
                                       "address": "0.0.0.0/0", "method": "trust"}]}, ["postgresql_hba_entries"]),
         ({"postgresql_listen_addresses": ["*"]}, ["postgresql_listen_addresses"]),
         ({"postgresql_databases": [{"name": "x", "owner": "nobody_known"}]}, ["postgresql_databases"]),
+        ({"postgresql_listen_addresses": ["::0"]}, ["postgresql_listen_addresses", "every interface"]),
+        ({"postgresql_listen_addresses": ["10.0.0.5; host all all 0.0.0.0/0 trust"]}, ["postgresql_listen_addresses"]),
+        ({"postgresql_hba_entries": [{"type": "host", "database": "all", "user": "app\nhost all all 0.0.0.0/0 trust",
+                                      "address": "10.0.0.0/24", "method": "scram-sha-256"}]}, ["postgresql_hba_entries"]),
+        ({"postgresql_hba_entries": [{"type": "host", "database": "all", "user": "app",
+                                      "address": "10.0.0.0/24 trust", "method": "scram-sha-256"}]},
+         ["postgresql_hba_entries", "CIDR"]),
+        ({"postgresql_extra_settings": {"work_mem = '4MB'\nlisten_addresses": "*"}}, ["postgresql_extra_settings"]),
+        ({"postgresql_extra_settings": {"log_line_prefix": "%m\nlisten_addresses = '*'"}}, ["postgresql_extra_settings"]),
+        ({"postgresql_extra_settings": {"listen_addresses": "*"}}, ["postgresql_extra_settings", "listen_addresses"]),
     ],
-    ids=["version-type", "version-unavailable", "user-without-password", "trust-auth", "listen-everywhere", "unknown-owner"],
+    ids=["version-type", "version-unavailable", "user-without-password", "trust-auth", "listen-everywhere", "unknown-owner",
+         "listen-unspecified-v6", "listen-not-an-address", "hba-user-newline", "hba-address-not-a-network",
+         "extra-setting-key-newline", "extra-setting-value-newline", "extra-setting-listener"],
 )
 def test_postgresql_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "postgresql", {**PG_OK, **extra}), *needles)
@@ -128,9 +140,12 @@ APP_OK = {
         ({"django_app_db_port": "five"}, None, ["django_app_db_port"]),
         ({"django_app_source_path": "/nonexistent"}, None, ["django_app_source_path"]),
         ({"django_app_extra_env": {"X": "it's"}}, None, ["django_app_extra_env"]),
+        ({"django_app_extra_env": {"X=1; touch /tmp/pwned; Y": "1"}}, None, ["django_app_extra_env", "names"]),
+        ({"django_app_extra_env": {"$(reboot)": "1"}}, None, ["django_app_extra_env", "names"]),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
-         "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value"],
+         "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-name-command",
+         "env-name-substitution"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}
@@ -145,6 +160,12 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
         ("common", {"common_timezone": "Europe/Berlin; rm -rf /"}, ["common_timezone"]),
         ("common", {"common_journald_storage": "tape"}, ["common_journald_storage"]),
         ("memcached", {"memcached_listen_address": "0.0.0.0"}, ["memcached_listen_address"]),
+        ("memcached", {"memcached_listen_address": "127.0.0.1,::0"}, ["memcached_listen_address", "every interface"]),
+        ("memcached", {"memcached_listen_address": "[::]"}, ["memcached_listen_address"]),
+        ("memcached", {"memcached_listen_address": "127.0.0.1 -U 11211"}, ["memcached_listen_address"]),
+        ("apache_wsgi", {"apache_wsgi_listen_address": "::"}, ["apache_wsgi_listen_address"]),
+        ("nginx", {"nginx_static_url": "/static"}, ["nginx_static_url"]),
+        ("nginx", {"nginx_media_url": "media/"}, ["nginx_media_url"]),
         ("memcached", {"memcached_memory_mb": "lots"}, ["memcached_memory_mb"]),
         ("gunicorn", {"gunicorn_workers": 0}, ["gunicorn_workers"]),
         ("nginx", {"nginx_tls_mode": "letsencrypt", "nginx_server_names": ["example.com"]}, ["nginx_tls_mode"]),
@@ -152,7 +173,9 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
          ["nginx_tls_certificate"]),
         ("nginx", {"nginx_server_names": ["_"]}, ["nginx_server_names"]),
     ],
-    ids=["bad-timezone", "journald-choice", "memcached-everywhere", "memcached-memory-type", "no-workers",
+    ids=["bad-timezone", "journald-choice", "memcached-everywhere", "memcached-unspecified-v6", "memcached-bracketed",
+         "memcached-not-an-address", "apache-everywhere", "static-url-no-trailing-slash", "media-url-relative",
+         "memcached-memory-type", "no-workers",
          "tls-mode-choice", "provided-without-certificate", "catch-all-server-name"],
 )
 def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
@@ -190,8 +213,17 @@ RABBITMQ_OK = {"rabbitmq_erlang_cookie": "C" * 32}
         ({"rabbitmq_users": [{"name": "app", "password": "pass word!", "vhost": "app"}], "rabbitmq_vhosts": ["app"]},
          ["rabbitmq_users"]),
         ({"rabbitmq_users": [{"name": "app", "password": "secret123", "vhost": "nowhere"}]}, ["rabbitmq_users", "nowhere"]),
+        ({"rabbitmq_distribution_address": "0.0.0.0"}, ["rabbitmq_distribution_address"]),
+        ({"rabbitmq_distribution_address": "::0"}, ["rabbitmq_distribution_address"]),
+        ({"rabbitmq_management_address": "[::]"}, ["rabbitmq_management_address"]),
+        ({"rabbitmq_listen_addresses": ["rabbit.example.com"]}, ["rabbitmq_listen_addresses", "IP addresses"]),
+        ({"rabbitmq_extra_settings": {"listeners.tcp.2": "0.0.0.0:5672"}}, ["rabbitmq_extra_settings", "listeners.tcp.2"]),
+        ({"rabbitmq_extra_settings": {"log.file.level": "info\nlisteners.tcp.2 = 0.0.0.0:5672"}},
+         ["rabbitmq_extra_settings", "line break"]),
     ],
-    ids=["listen-everywhere", "short-cookie", "password-characters", "unknown-vhost"],
+    ids=["listen-everywhere", "short-cookie", "password-characters", "unknown-vhost", "distribution-everywhere",
+         "distribution-unspecified-v6", "management-bracketed", "listen-hostname", "extra-setting-listener",
+         "extra-setting-newline"],
 )
 def test_rabbitmq_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "rabbitmq", {**RABBITMQ_OK, **extra}), *needles)
@@ -208,8 +240,11 @@ BACKUP_OK = {"backup_s3_bucket": "acme-backups"}
         ({"backup_encrypt_recipients": ["not-a-key"]}, ["backup_encrypt_recipients"]),
         ({"backup_keep_daily": 0}, ["backup_keep_daily"]),
         ({"backup_s3_sse": "rot13"}, ["backup_s3_sse"]),
+        ({"backup_drill_db_name": "demoapp"}, ["backup_drill_db_name"]),
+        ({"backup_drill_db_name": "postgres"}, ["backup_drill_db_name"]),
     ],
-    ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice"],
+    ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "drill-on-the-live-database",
+         "drill-on-postgres"],
 )
 def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)
@@ -224,15 +259,42 @@ def test_backup_rejects_bad_input(tmp_path, extra, needles):
         ({"solr_heap": "lots"}, ["solr_heap"]),
         ({"solr_core_name": "my core/../x"}, ["solr_core_name"]),
         ({"solr_listen_address": "0.0.0.0"}, ["solr_listen_address"]),
+        ({"solr_listen_address": "::0"}, ["solr_listen_address"]),
+        ({"solr_listen_address": "[::]"}, ["solr_listen_address"]),
         ({"solr_archive_local_path": __file__}, ["solr_archive_sha512"]),
         ({"solr_archive_local_path": __file__, "solr_archive_sha512": "0" * 128}, ["refusing to install it"]),
         ({"solr_java_package": "openjdk-8-jre-headless"}, ["solr_java_package", "Java 11 or later"]),
     ],
     ids=["major-8", "major-10", "heap-above-memory", "heap-not-a-size", "core-name", "listen-everywhere",
+         "listen-unspecified-v6", "listen-bracketed",
          "local-archive-without-checksum", "local-archive-wrong-checksum", "java-too-old"],
 )
 def test_solr_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "solr", extra), *needles)
+
+
+# A line break in any role's variable, even one no other check reads; the role's own inputs are
+# otherwise valid.
+LINE_BREAKS = {
+    "common": {"common_locale": "en_US.UTF-8\nLC_ALL=C"},
+    "postgresql": {**PG_OK, "postgresql_databases": [{"name": "app", "owner": "app", "encoding": "UTF8\r"}]},
+    "memcached": {"memcached_extra_options": ["-v\n-l 0.0.0.0"]},
+    "rabbitmq": {**RABBITMQ_OK, "rabbitmq_disk_free_limit": "1GB\nlisteners.tcp.2 = 0.0.0.0:5672"},
+    "nginx": {"nginx_client_max_body_size": "20m", "nginx_site_name": "demoapp\nx"},
+    "gunicorn": {"gunicorn_wsgi_app": "demoapp.wsgi:application\nExecStartPre=/bin/true"},
+    "apache_wsgi": {"apache_wsgi_wsgi_app": "demoapp.wsgi:application\nx"},
+    "celery": {**CELERY_OK, "celery_app_module": "demoapp\nExecStartPre=/bin/true"},
+    "solr": {"solr_core_name": "demoapp", "solr_app_manage": "/srv/demoapp/bin/manage\nx"},
+    "backup": {**BACKUP_OK, "backup_s3_region": "us-east-1\n"},
+    "django_app": {**APP_OK, "django_app_wsgi_module": "demoapp.wsgi\nx"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(LINE_BREAKS))
+def test_a_line_break_in_any_variable_is_refused(tmp_path, role):
+    result = run_role(tmp_path, role, LINE_BREAKS[role])
+    name = next(k for k, v in LINE_BREAKS[role].items() if "\\n" in json.dumps(v) or "\\r" in json.dumps(v))
+    assert_rejected(result, name)
 
 
 @pytest.mark.parametrize("role", sorted(ROLE_INPUTS))

@@ -172,11 +172,12 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
         ("nginx", {"nginx_tls_mode": "provided", "nginx_server_names": ["example.com"]},
          ["nginx_tls_certificate"]),
         ("nginx", {"nginx_server_names": ["_"]}, ["nginx_server_names"]),
+        ("nginx", {"nginx_hsts_preload": True, "nginx_hsts_max_age": 300}, ["nginx_hsts_preload"]),
     ],
     ids=["bad-timezone", "journald-choice", "memcached-everywhere", "memcached-unspecified-v6", "memcached-bracketed",
          "memcached-not-an-address", "apache-everywhere", "static-url-no-trailing-slash", "media-url-relative",
          "memcached-memory-type", "no-workers",
-         "tls-mode-choice", "provided-without-certificate", "catch-all-server-name"],
+         "tls-mode-choice", "provided-without-certificate", "catch-all-server-name", "hsts-preload-short"],
 )
 def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
     assert_rejected(run_role(tmp_path, role, extra), *needles)

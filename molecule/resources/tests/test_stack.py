@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import secrets
 import shlex
@@ -108,6 +109,65 @@ def test_security_headers_appear_once(host):
         assert out.count(name + ":") == 1, (name, out)
 
 
+# What the server accepts, enumerated from the server itself with every suite its OpenSSL knows:
+# TLS 1.3, and TLS 1.2 with ECDHE and AEAD only (Mozilla's intermediate profile without DHE).
+TLS_PROBE = r"""
+import json, socket, ssl
+def attempt(version, cipher=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    ctx.minimum_version = ctx.maximum_version = version
+    if cipher:
+        ctx.set_ciphers(cipher + ":@SECLEVEL=0")
+    try:
+        with socket.create_connection(("127.0.0.1", 443), timeout=5) as raw:
+            with ctx.wrap_socket(raw, server_hostname="localhost") as tls:
+                return tls.cipher()[0]
+    except (ssl.SSLError, OSError):
+        return None
+every = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+every.set_ciphers("ALL:COMPLEMENTOFALL:@SECLEVEL=0")
+tls12 = sorted({c["name"] for c in every.get_ciphers() if c["protocol"] == "TLSv1.2"})
+V = ssl.TLSVersion
+print(json.dumps({"offered": len(tls12), "tls12": [c for c in tls12 if attempt(V.TLSv1_2, c)],
+                  "tls13": attempt(V.TLSv1_3), "tls11": attempt(V.TLSv1_1), "tls10": attempt(V.TLSv1)}))
+"""
+
+
+def test_tls_accepts_only_modern_suites(host):
+    accepted = json.loads(host.check_output(f"python3 -c {shlex.quote(TLS_PROBE)}"))
+    assert accepted["offered"] > 20, accepted  # the probe offered the weak suites too
+    assert accepted["tls13"], accepted
+    assert accepted["tls11"] is None and accepted["tls10"] is None, accepted
+    assert accepted["tls12"], accepted
+    weak = [c for c in accepted["tls12"]
+            if not re.fullmatch(r"ECDHE-(ECDSA|RSA)-(AES(128|256)-GCM-SHA(256|384)|CHACHA20-POLY1305)", c)]
+    assert not weak, accepted
+
+
+def test_the_sshd_hardening_wins_over_a_cloud_images_drop_in(host):
+    """sshd keeps the first value it reads: a cloud image's 50-cloud-init.conf must not win."""
+    planted = "/etc/ssh/sshd_config.d/50-cloud-init.conf"
+    host.run(f"printf 'PasswordAuthentication yes\\nKbdInteractiveAuthentication yes\\nPermitRootLogin yes\\n' > {planted}")
+    try:
+        effective = host.check_output("/usr/sbin/sshd -T").splitlines()
+    finally:
+        host.run(f"rm -f {planted}")
+    assert "passwordauthentication no" in effective
+    assert "kbdinteractiveauthentication no" in effective
+    assert "permitrootlogin without-password" in effective
+
+
+def test_the_hsts_header_follows_the_apps_settings(host):
+    """One HSTS header, nginx's, with the values Django's settings hold (django_app_hsts_*)."""
+    env = dict(line.split("=", 1) for line in host.check_output(f"cat {APP_ROOT}/shared/env").splitlines()
+               if line.startswith("DJANGO_HSTS_"))
+    seconds, preload = env["DJANGO_HSTS_SECONDS"].strip("'"), env["DJANGO_HSTS_PRELOAD"].strip("'") == "true"
+    headers = curl(host, f"{BASE}/", "-k", "-o", "/dev/null", "-D", "-").stdout.lower().splitlines()
+    hsts = [h.split(":", 1)[1].strip() for h in headers if h.startswith("strict-transport-security:")]
+    assert hsts == [f"max-age={seconds}; includesubdomains" + ("; preload" if preload else "")], hsts
+
+
 def test_debug_is_off(host):
     result = curl(host, f"{BASE}/no-such-page/", "-k")
     assert "DEBUG = True" not in result.stdout
@@ -160,11 +220,11 @@ def test_check_deploy_is_clean(host):
     assert "no issues" in result.stdout
 
 
-def test_environment_file_is_private_to_the_app_user(host):
+def test_environment_file_is_readable_by_the_app_and_writable_by_root_only(host):
     env = host.file(f"{APP_ROOT}/shared/env")
-    assert env.user == APP_USER
-    assert env.mode == 0o600
-    assert "DJANGO_SECRET_KEY=" in host.check_output(f"cat {APP_ROOT}/shared/env")
+    assert (env.user, env.group, env.mode) == ("root", APP_USER, 0o640)  # the app's group is named like its user
+    assert "DJANGO_SECRET_KEY=" in host.check_output(f"runuser -u {APP_USER} -- cat {APP_ROOT}/shared/env")
+    assert host.run(f"runuser -u {APP_USER} -- sh -c 'echo X=1 >> {APP_ROOT}/shared/env'").rc != 0
     assert host.run(f"runuser -u nobody -- cat {APP_ROOT}/shared/env").rc != 0
 
 

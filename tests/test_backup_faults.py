@@ -308,7 +308,7 @@ def test_a_dump_of_a_newer_postgresql_is_refused_before_anything_changes(env):
     """A set dumped from a newer major (a newer Debian release's PostgreSQL) cannot be restored onto this
     server's: the restore says so and what to do, before it downloads or changes anything."""
     source = backup(env)["set_id"]
-    newer = "20991231T000000Z-a00001"
+    newer = "20250101T000000Z-a00001"  # an older set: a future-dated one is suspect and refused anyway
     fake_set(env, source, newer, edit=lambda manifest: manifest["database"].update(server_version="99.1"))
     env.change_live_data()
     counts = env.counts()

@@ -4,6 +4,7 @@ test_backup_restore.py, faults in test_backup_faults.py, the role's packaging in
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -132,6 +133,41 @@ def test_backup_with_retention_prunes_after_success(env):
     assert sorted(result["retention"]["pruned"]) == sorted([first, "20250101T030000Z-d00001"])
     assert [k["set_id"] for k in result["retention"]["kept"]] == [result["set_id"]]
     assert {k.split("/")[2] for k in env.keys()} == {result["set_id"]}
+
+
+def test_a_set_dated_in_the_future_is_suspect_never_counted_nor_pruned(env):
+    """A server with a wrong clock, or a stolen key, writing a complete-looking set dated ahead: it
+    would hold every retention slot while the real nightly sets got pruned, and pass freshness."""
+    real = backup(env)["set_id"]
+    future = "20991231T030000Z-f00001"
+    fake_set(env, real, future)
+    listing = run(env.tmp, "django_backup_info", **env.s3_args())
+    by_id = {s["set_id"]: s for s in listing["sets"]}
+    assert by_id[future]["complete"] is False and by_id[future]["suspect"] is True, by_id[future]
+    assert "in the future" in by_id[future]["problem"] and listing["suspect"] == [future]
+    assert listing["latest_complete"]["set_id"] == real
+    assert any(future in w for w in listing.get("warnings", [])), listing
+    pruned = run(env.tmp, "django_backup", **env.args(db_name=None, keep_daily=1, state="pruned",
+                                                      incomplete_grace_hours=0))
+    assert pruned["_rc"] == 0, pruned.get("msg")
+    assert [k["set_id"] for k in pruned["kept"]] == [real] and pruned["suspect"] == [future]
+    assert future not in pruned["pruned"] + pruned["removed_incomplete"]
+    assert any(future in w for w in pruned.get("warnings", [])), pruned
+    assert {k.split("/")[2] for k in env.keys()} == {real, future}
+    # the newest complete set is the real one; a restore of the suspect one by name is refused
+    refused = run(env.tmp, "django_restore", backup_set=future, media_restore_mode="skip", download_dir=str(env.tmp),
+                  **env.args())
+    assert refused["_rc"] != 0 and "in the future" in refused["msg"], refused.get("msg")
+
+
+def test_freshness_fails_on_a_set_from_a_clock_ahead(env):
+    config = env.args(media_root=str(env.media))
+    rc, made, err = env.cli(config, "backup")
+    assert rc == 0, err
+    ahead = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=5)).strftime("%Y%m%dT%H%M%SZ") + "-f00002"
+    fake_set(env, made["set_id"], ahead, prefix="ahead/site")
+    rc, fresh, err = env.cli(dict(config, s3_prefix="ahead/site"), "check-freshness", "--max-age-hours", "26")
+    assert rc == 1 and ahead in err and "in the future" in err, err
 
 
 # --- the command line (what the systemd timer runs) ------------------------------------------------------

@@ -222,7 +222,8 @@ retention:
       (C(newest complete set), C(daily 2026-11-24), C(weekly 2026-W48), C(monthly 2026-11)).
       RV(retention.pruned) (RV(retention.would_prune)), RV(retention.removed_incomplete)
       (RV(retention.would_remove_incomplete)) and RV(retention.aborted_uploads) (RV(retention.would_abort_uploads))
-      list what was removed.
+      list what was removed. RV(retention.suspect) lists the sets dated in the future of this host's clock
+      (a wrong clock, or a planted set), never counted or pruned, each reported in a warning.
     - With O(state=pruned), these keys are at the top level of the result instead.
   returned: when retention ran
   type: dict

@@ -103,6 +103,11 @@ sets:
     problem:
       description: Why the set is not complete, or null.
       type: str
+    suspect:
+      description: >-
+        Whether the set is dated more than 10 minutes in the future of this host's clock (a wrong clock, or a
+        planted set); such a set is never complete, restored, counted by retention or pruned.
+      type: bool
   sample: [{"set_id": "20261124T031500Z-3f9a1c", "complete": true, "created_at": "2026-11-24T03:15:00Z",
             "age_seconds": 3600, "size": 734003200, "release_id": "20261120-1a2b3c4", "problem": null}]
 latest_complete:
@@ -117,6 +122,11 @@ complete_count:
   description: Number of complete sets.
   returned: always
   type: int
+suspect:
+  description: Ids of the sets dated in the future of this host's clock (each also gives a warning).
+  returned: always
+  type: list
+  elements: str
 backup_set:
   description: Id of the set whose manifest is returned.
   returned: when O(backup_set) is given
@@ -147,6 +157,9 @@ def main():
     except Exception as exc:  # a bug: fail with the traceback rather than a bare MODULE FAILURE
         module.fail_json(msg="django_backup_info: unexpected error %s: %s" % (type(exc).__name__, exc),
                          exception=traceback.format_exc())
+    for set_id in result["suspect"]:
+        module.warn("backup set %s is dated in the future of this host's clock: never restored, counted or pruned; "
+                    "check the clock of the server that wrote it" % set_id)
     module.exit_json(**result)
 
 

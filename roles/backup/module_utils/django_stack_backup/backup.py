@@ -39,6 +39,7 @@ def backup(cfg: Config, check_mode: bool = False) -> dict:
     result = write_manifest(run, database, media)
     if run.retention:
         result["retention"] = apply_retention(run)
+        run.warnings.extend(result["retention"].pop("warnings", []))
     timings = run.timer.total()
     seconds = max(timings["total"], 0.001)
     result.update(timings=timings, throughput_mb_s=round(result["size"] / MIB / seconds, 1))
@@ -126,6 +127,7 @@ def plan_backup(run: BackupRun, conn) -> dict:
     if run.retention:
         pending = dict(set_id=run.set_id, complete=True)
         result["retention"] = prune(cfg, check_mode=True, store=run.store, extra_set=pending)
+        run.warnings.extend(result["retention"].pop("warnings", []))
     return result
 
 

@@ -40,9 +40,11 @@ def plan_retention(sets: list[dict], cfg: Config, now: dt.datetime) -> dict:
     kept = [dict(set_id=s["set_id"], reasons=reasons[s["set_id"]]) for s in complete if reasons[s["set_id"]]]
     prune = [s["set_id"] for s in complete if not reasons[s["set_id"]]]
     grace = dt.timedelta(hours=cfg.incomplete_grace_hours)
-    stale = [s["set_id"] for s in sets if not s["complete"] and now - set_time(s["set_id"]) > grace]
-    young = [s["set_id"] for s in sets if not s["complete"] and now - set_time(s["set_id"]) <= grace]
-    return dict(kept=kept, prune=prune, incomplete=stale, incomplete_within_grace=young)
+    unfinished = [s for s in sets if not s["complete"] and not s.get("suspect")]
+    stale = [s["set_id"] for s in unfinished if now - set_time(s["set_id"]) > grace]
+    young = [s["set_id"] for s in unfinished if now - set_time(s["set_id"]) <= grace]
+    suspect = [s["set_id"] for s in sets if s.get("suspect")]
+    return dict(kept=kept, prune=prune, incomplete=stale, incomplete_within_grace=young, suspect=suspect)
 
 
 def stale_uploads(store: Store, cfg: Config, now: dt.datetime) -> list[dict]:
@@ -83,9 +85,14 @@ def prune(cfg: Config, check_mode: bool = False, store: Store | None = None, ext
         sets = [extra_set] + sets
     plan = plan_retention(sets, cfg, now)
     uploads = stale_uploads(store, cfg, now)
-    result = dict(kept=plan["kept"], incomplete_within_grace=plan["incomplete_within_grace"],
+    warnings = ["backup set %s is dated in the future of this clock (%s): not counted, restored or pruned; check "
+                "the clock of the server that wrote it, and delete it by hand if it was planted" % (set_id, iso(now))
+                for set_id in plan["suspect"]]
+    result = dict(kept=plan["kept"], incomplete_within_grace=plan["incomplete_within_grace"], suspect=plan["suspect"],
                   retention=dict(keep_daily=cfg.keep_daily, keep_weekly=cfg.keep_weekly,
                                  keep_monthly=cfg.keep_monthly, incomplete_grace_hours=cfg.incomplete_grace_hours))
+    if warnings:
+        result["warnings"] = warnings
     if check_mode:
         result.update(would_prune=plan["prune"], would_remove_incomplete=plan["incomplete"],
                       would_abort_uploads=uploads, pruned=[], removed_incomplete=[], aborted_uploads=[])

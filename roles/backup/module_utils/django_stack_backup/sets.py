@@ -13,7 +13,7 @@ import json
 from .config import Config, validate
 from .errors import BackupError, MissingObject
 from .store import Store
-from .util import FORMAT, FORMAT_VERSION, MANIFEST, MARKER, SET_ID_RE, iso, set_time, utcnow
+from .util import FORMAT, FORMAT_VERSION, FUTURE_TOLERANCE, MANIFEST, MARKER, SET_ID_RE, iso, set_time, utcnow
 
 
 def scan_sets(store: Store, now: dt.datetime | None = None, manifests: bool = True) -> list[dict]:
@@ -36,8 +36,15 @@ def scan_sets(store: Store, now: dt.datetime | None = None, manifests: bool = Tr
         info = dict(set_id=set_id, complete=False, created_at=iso(created),
                     age_seconds=int((now - created).total_seconds()),
                     size=sum(o["Size"] for o in objs.values()), objects=sorted(objs),
-                    release_id=None, completed_at=None, encrypted=None, problem=None, manifest=None)
-        if MARKER not in objs:
+                    release_id=None, completed_at=None, encrypted=None, problem=None, manifest=None,
+                    suspect=False)
+        if created - now > FUTURE_TOLERANCE:
+            # Never complete, so never restored, counted by retention or taken as fresh; never
+            # pruned either (retention leaves it, and reports it): someone must look.
+            info.update(suspect=True, problem="dated %.1f hours in the future of this clock (%s): a wrong clock "
+                        "or a planted set; never restored, counted or pruned" % (
+                            (created - now).total_seconds() / 3600.0, iso(now)))
+        elif MARKER not in objs:
             info["problem"] = "no %s marker: the backup did not finish (or is still running)" % MARKER
         elif MANIFEST not in objs:
             info["problem"] = "%s marker without %s" % (MARKER, MANIFEST)
@@ -123,6 +130,7 @@ def info(cfg: Config, backup_set: str | None = None) -> dict:
     result = dict(changed=False, bucket=cfg.s3_bucket, prefix=cfg.s3_prefix, endpoint=store.endpoint,
                   sets=[public_set(s) for s in sets], count=len(sets),
                   complete_count=sum(1 for s in sets if s["complete"]),
+                  suspect=[s["set_id"] for s in sets if s["suspect"]],
                   latest_complete=public_set(latest) if latest else None)
     if backup_set:
         chosen = pick_set(store, sets, backup_set)
@@ -140,6 +148,9 @@ def check_freshness(cfg: Config, max_age_hours: float) -> dict:
     if latest is None:
         raise BackupError("no complete backup set under %s" % store.where())
     age_hours = round(latest["age_seconds"] / 3600.0, 2)
+    if latest["age_seconds"] < 0:
+        raise BackupError("the newest complete backup set %s under %s is dated %.2f hours in the future of this "
+                          "clock: this server's clock or the set is wrong" % (latest["set_id"], store.where(), -age_hours))
     if age_hours > max_age_hours:
         raise BackupError("the newest complete backup set %s under %s is %.1f hours old (more than %s)"
                           % (latest["set_id"], store.where(), age_hours, max_age_hours))

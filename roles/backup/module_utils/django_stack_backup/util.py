@@ -23,6 +23,11 @@ STDERR_TAIL = 25
 READ_CHUNK = 1 * MIB
 
 
+# A set id dated further ahead than this of the reading clock is suspect (a server with a wrong
+# clock, or a planted set): a future date would hold every retention slot and pass freshness.
+FUTURE_TOLERANCE = dt.timedelta(minutes=10)
+
+
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
 

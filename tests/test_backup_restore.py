@@ -4,12 +4,15 @@ server, over TCP as the owner role, encrypted sets. See backup_support.py for ho
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from backup_support import COUNTS, MIGRATIONS, OWNER, OWNER_PASSWORD, PREFIX, backup, media_digest, play, run
+from backup_support import (COUNTS, MIGRATIONS, OWNER, OWNER_PASSWORD, PREFIX, ansible_env, backup, media_digest, play, run,
+                            run_playbook)
 
 pytestmark = pytest.mark.usefixtures("backup_host_tools")
 
@@ -194,3 +197,38 @@ def test_encrypted_backup_and_restore(env):
     assert restored["encrypted"] is True and env.counts() == COUNTS
     assert not (env.media / "new-upload.bin").exists() and restored["media"]["files"] == 3
     assert identity not in json.dumps(restored)
+
+
+def test_the_identity_reaches_age_through_a_pipe_never_a_file(env, tmp_path_factory):
+    """The age identity never touches the server's disk, nor a command line: age reads it from a pipe."""
+    keys = tmp_path_factory.mktemp("keys")
+    subprocess.run(["age-keygen", "-o", str(keys / "key")], check=True, capture_output=True)
+    identity = (keys / "key").read_text()
+    recipient = next(line.split(": ")[1] for line in identity.splitlines() if "public key" in line)
+    secret = next(line for line in identity.splitlines() if line.startswith("AGE-SECRET-KEY-1"))
+    backup(env, encrypt_recipients=[recipient])
+    # A shim in front of age records how it was given the identity, then runs the real age.
+    shims = tmp_path_factory.mktemp("shims")
+    log = shims / "age.log"
+    (shims / "age").write_text(f"""#!/bin/sh
+prev=""
+for arg in "$@"; do
+  [ "$prev" = "-i" ] && echo "$arg $(stat -L -c %F "$arg")" >> {log}
+  prev="$arg"
+done
+echo "argv $*" >> {log}
+exec {shutil.which("age")} "$@"
+""")
+    (shims / "age").chmod(0o755)
+    args = env.args(media_root=str(env.media), download_dir=str(env.tmp), keep_download=True, age_identity=identity)
+    rc, results = run_playbook(env.tmp, [{"hosts": "localhost", "connection": "local", "gather_facts": False,
+                                          "tasks": [{"django_restore": args}]}],
+                               env=ansible_env(env.tmp, PATH=f"{shims}:{os.environ['PATH']}"))
+    assert rc == 0, results[0].get("msg")
+    given = [line for line in log.read_text().splitlines() if not line.startswith("argv ")]
+    assert given and all(re.fullmatch(r"/dev/fd/\d+ fifo", line) for line in given), given
+    assert secret not in log.read_text()  # nor on age's command line
+    kept = Path(results[0]["download_dir"])  # the restore's private directory, kept (keep_download)
+    assert kept.is_dir() and kept != env.tmp
+    for path in kept.rglob("*"):
+        assert path.is_dir() or secret.encode() not in path.read_bytes(), path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import fcntl
+import os
 import shutil
 import signal
 import subprocess
@@ -135,13 +136,25 @@ def stream_upload(store, key: str, part_size: int, name: str, argv: list[str], r
 
 
 def decrypted(pipeline: Pipeline, path: str, identity: str | None):
-    """A readable stream of the plain bytes of the file PATH (through `age -d -i IDENTITY` when given)."""
+    """A readable stream of the plain bytes of the file PATH (through `age -d` when IDENTITY, the age
+    identity itself, is given). The identity reaches age through a pipe it reads as /dev/fd/N: never
+    on disk, never on a command line."""
     handle = open(path, "rb")
     if not identity:
         return handle
-    age = pipeline.add(Proc("age -d", [shutil.which("age"), "-d", "-i", identity], stdin=handle,
-                            stdout=subprocess.PIPE))
-    handle.close()
+    readable, writable = os.pipe()
+    try:
+        # An identity is a few hundred bytes: it fits the pipe's buffer, so the write never blocks.
+        os.write(writable, (identity.strip() + "\n").encode())
+        os.close(writable)
+        writable = None
+        age = pipeline.add(Proc("age -d", [shutil.which("age"), "-d", "-i", "/dev/fd/%d" % readable],
+                                stdin=handle, stdout=subprocess.PIPE, pass_fds=(readable,)))
+    finally:
+        os.close(readable)
+        if writable is not None:
+            os.close(writable)
+        handle.close()
     return age.proc.stdout
 
 

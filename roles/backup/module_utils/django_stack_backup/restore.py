@@ -63,7 +63,7 @@ class Restorer:
             self.database.check_data_directory(manifest["database"].get("size_bytes") or 0)
         self.workdir = tempfile.mkdtemp(prefix="django-restore-%s-" % chosen["set_id"], dir=cfg.download_dir)
         try:
-            identity = self.identity_file(manifest) if objects else None
+            identity = self.identity(manifest) if objects else None
             if self.check_mode:
                 self.restore_next_to_live(result, manifest, {}, identity)
                 result["would_download"] = [o["key"] for o in objects.values()]
@@ -130,8 +130,9 @@ class Restorer:
             path = os.path.dirname(path)
         return path
 
-    def identity_file(self, manifest: dict) -> str | None:
-        """age_identity in a 0600 file of the private download directory, when the set is encrypted."""
+    def identity(self, manifest: dict) -> str | None:
+        """age_identity, checked against the set's recipients, when the set is encrypted. It stays in
+        this process's memory: age gets it through a pipe (pipeline.decrypted), never from a file."""
         if not manifest.get("encryption"):
             return None
         recipients = manifest["encryption"].get("recipients", [])
@@ -141,17 +142,14 @@ class Restorer:
         if not shutil.which("age"):
             raise BackupError("backup set %s is encrypted but the age program is not installed (apt-get install age)"
                               % manifest["set_id"])
-        path = os.path.join(self.workdir, "identity")
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(self.cfg.age_identity.strip() + "\n")
         if "AGE-SECRET-KEY-1" in self.cfg.age_identity and shutil.which("age-keygen"):
-            proc = subprocess.run(["age-keygen", "-y", path], capture_output=True, text=True, check=False)
+            proc = subprocess.run(["age-keygen", "-y"], input=self.cfg.age_identity.strip() + "\n",
+                                  capture_output=True, text=True, check=False)
             mine = set(proc.stdout.split())
             if proc.returncode == 0 and not mine & set(recipients):
                 raise BackupError("age_identity (recipient %s) is not one the set %s was encrypted to (%s)"
                                   % (", ".join(sorted(mine)), manifest["set_id"], ", ".join(recipients)))
-        return path
+        return self.cfg.age_identity
 
     def download(self, store: Store, objects: dict, result: dict) -> dict:
         """Every object downloaded and verified before anything is restored; their paths."""
@@ -191,12 +189,7 @@ class Restorer:
                 problems.append(problem)
         if self.media:
             self.media.discard()
-        if self.workdir:
-            if keep_download:
-                identity = os.path.join(self.workdir, "identity")
-                if os.path.exists(identity):
-                    os.unlink(identity)
-            else:
-                shutil.rmtree(self.workdir, ignore_errors=True)
+        if self.workdir and not keep_download:
+            shutil.rmtree(self.workdir, ignore_errors=True)
         self.workdir = None
         return problems

@@ -230,7 +230,8 @@ def test_rabbitmq_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "rabbitmq", {**RABBITMQ_OK, **extra}), *needles)
 
 
-BACKUP_OK = {"backup_s3_bucket": "acme-backups"}
+BACKUP_OK = {"backup_s3_bucket": "acme-backups",
+             "backup_encrypt_recipients": ["age1ql3z7hjy54pw3hyww5ayyfg7zqgvc7w3j2elw8zmrj2kg5sfn9aqmcac8p"]}
 
 
 @pytest.mark.parametrize(
@@ -241,11 +242,12 @@ BACKUP_OK = {"backup_s3_bucket": "acme-backups"}
         ({"backup_encrypt_recipients": ["not-a-key"]}, ["backup_encrypt_recipients"]),
         ({"backup_keep_daily": 0}, ["backup_keep_daily"]),
         ({"backup_s3_sse": "rot13"}, ["backup_s3_sse"]),
+        ({"backup_encrypt_recipients": []}, ["backup_encrypt_recipients", "backup_allow_unencrypted"]),
         ({"backup_drill_db_name": "demoapp"}, ["backup_drill_db_name"]),
         ({"backup_drill_db_name": "postgres"}, ["backup_drill_db_name"]),
     ],
-    ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "drill-on-the-live-database",
-         "drill-on-postgres"],
+    ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "unencrypted",
+         "drill-on-the-live-database", "drill-on-postgres"],
 )
 def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)

@@ -10,12 +10,13 @@ export PATH := $(VENV)/bin:$(PATH)
 # Every Molecule scenario (a directory under molecule/ with a molecule.yml), `default` first.
 SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(dir $(wildcard molecule/*/molecule.yml)))))
 # The Debian release of the demo server, the test servers and the benches' servers: trixie
-# (Debian 13) or bookworm (Debian 12). `make test` runs every scenario on trixie and `default`
-# on bookworm too.
+# (Debian 13) or bookworm (Debian 12). `make test` runs every scenario on trixie; Debian 12 is
+# the rebuild scenario's first server (converged, idempotent, checked, backed up), and
+# `make molecule-debian12` runs the default scenario on it.
 DEBIAN_RELEASE ?= trixie
 export DEBIAN_RELEASE
 
-.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver clean
+.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -45,7 +46,7 @@ test: images ## Everything CI runs: lint, unit tests, container-backed module te
 	  passed+=("$$stage")
 	done
 	stage=""
-	echo "make test: molecule scenarios: $(SCENARIOS) on trixie, default on bookworm"
+	echo "make test: molecule scenarios: $(SCENARIOS) on trixie (rebuild from a bookworm server)"
 
 lint: deps ## yamllint, ansible-lint (production profile), role docs in sync with their specs
 	@yamllint --strict .
@@ -61,11 +62,13 @@ unit: deps ## Python tests: roles' interfaces and boundaries, modules, the demo 
 unit-containers: image ## Module tests against a real service in a throwaway container of DEBIAN_RELEASE (rabbitmq_accounts)
 	@pytest -p no:cacheprovider -m container tests
 
-molecule: images ## Every Molecule scenario on trixie, and `default` on bookworm too (create, converge, idempotence, verify, destroy)
+molecule: images ## Every Molecule scenario on trixie (create, converge, idempotence, verify, destroy); rebuild starts on bookworm
 	@for s in $(SCENARIOS); do
 	  DEBIAN_RELEASE=trixie molecule test -s $$s || { echo "make molecule: scenario $$s failed on trixie"; exit 1; }
 	done
-	DEBIAN_RELEASE=bookworm molecule test -s default || { echo "make molecule: scenario default failed on bookworm"; exit 1; }
+
+molecule-debian12: images ## The default scenario on Debian 12 (bookworm): every check of the all-in-one server (not in make test)
+	@DEBIAN_RELEASE=bookworm molecule test -s default
 
 bench: image ## Converge figures: first and second converge next to the apt+pip floor
 	@python3 bench/converge.py

@@ -8,11 +8,15 @@ The tests run in file order and share STATE.
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import secrets
 import subprocess
 import time
+
+from PIL import Image
 
 from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, run_playbook, upload
 
@@ -60,6 +64,24 @@ def search(host, words: str) -> str:
 def test_the_site_to_move_runs_debian_12_and_postgresql_15(host):
     assert os_release(host) == "12"
     assert host.service("postgresql@15-main").is_running
+
+
+def test_a_worker_runs_tasks_on_debian_12s_rabbitmq_under_its_sandbox(host):
+    """The demo's Celery and kombu against RabbitMQ 3.10 (Debian 13's 4.0: the default scenario):
+    an uploaded image's thumbnail, made by a worker that may write only the media."""
+    assert host.check_output("dpkg-query -W -f '${Version}' rabbitmq-server").startswith("3.10")
+    out = io.BytesIO()
+    Image.new("RGB", (600, 300), (200, 90, 30)).save(out, format="PNG")
+    name = f"rebuild-{secrets.token_hex(4)}.png"
+    host.run(f"echo {base64.b64encode(out.getvalue()).decode()} | base64 -d > /tmp/{name}")
+    upload(host, name)
+    deadline, found = time.monotonic() + 60, []
+    while time.monotonic() < deadline and not found:
+        found = [t for t in json.loads(curl(host, f"{BASE}/jobs/status", "-k").stdout)["thumbnails"]
+                 if t["upload"] == name]
+        time.sleep(1)
+    assert found, "no thumbnail within 60 s"
+    assert host.check_output("systemctl show -p ProtectSystem --value celery-worker@default.service") == "strict"
 
 
 def test_put_data_in_through_the_site(host):

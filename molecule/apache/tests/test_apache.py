@@ -37,13 +37,13 @@ def test_apache_runs_the_app_in_mod_wsgi_daemon_processes_on_mpm_event(host):
 
 def test_dynamic_requests_go_through_nginx_to_apache_with_the_client_address(host):
     marker = secrets.token_hex(6)
-    # From 127.0.0.3: neither nginx's address towards Apache (127.0.0.1) nor localhost's (::1 first
-    # on Debian 13), so the log can only show it if it is the client's.
-    assert curl(host, f"{BASE}/counter/?from={marker}", "-k", "--resolve", "localhost:443:127.0.0.3",
+    # From ::1 (curl picks that source for that destination), not from nginx's own address towards
+    # Apache (127.0.0.1, the trusted proxy): the log can only show it if it is the client's.
+    assert curl(host, f"{BASE}/counter/?from={marker}", "-k", "--resolve", "localhost:443:[::1]",
                 "-o", "/dev/null", "-w", "%{http_code}").stdout == "200"
     lines = [line for line in host.file(ACCESS_LOG).content_string.splitlines() if marker in line]
     assert len(lines) == 1, lines
-    assert lines[0].startswith("127.0.0.3 "), lines  # the client's address (nginx's X-Forwarded-For)
+    assert lines[0].startswith("::1 "), lines  # the client's address (nginx's X-Forwarded-For)
 
 
 def test_static_and_media_requests_never_reach_apache(host):

@@ -122,9 +122,10 @@ def test_the_nightly_unit_makes_a_complete_set_under_its_sandbox(host):
     """What the timer starts every night: the backup service, with its sandboxing applied."""
     result = host.run("systemctl start django-stack-backup@demoapp.service")
     assert result.rc == 0, host.run("journalctl -u django-stack-backup@demoapp.service -n 40 --no-pager").stdout
-    complete = [s for s in backup_sets(host)["sets"] if s["complete"]]
-    assert len(complete) == 2, complete
-    STATE["set_id"] = max(s["set_id"] for s in complete)  # the newest: what the restore takes
+    complete = [s["set_id"] for s in backup_sets(host)["sets"] if s["complete"]]
+    # A new set, now the newest; the retention (one set a day) pruned the earlier one of today.
+    assert len(complete) == 1 and complete[0] > STATE["set_id"], (complete, STATE["set_id"])
+    STATE["set_id"] = complete[0]  # what the restore takes
     assert host.check_output("systemctl show -p ProtectSystem --value django-stack-backup@demoapp.service") == "strict"
 
 

@@ -255,11 +255,12 @@ def test_pg_restore_error_leaves_the_live_database_untouched(env):
     env.sql(f"REVOKE SELECT ON shop_item FROM {reporting}; DROP ROLE {reporting}")  # gone on the new server
     env.change_live_data()
     changed_counts = env.counts()
-    rc, (swap, in_place) = play(env.tmp, [
+    rc, (swap, scratch) = play(env.tmp, [
         ("django_restore", env.args(media_restore_mode="skip", download_dir=str(env.tmp)), False),
-        ("django_restore", env.args(db_restore_mode="in_place", download_dir=str(env.tmp)), False),
+        ("django_restore", env.args(db_restore_mode="scratch", db_scratch_name=env.db + "_drill",
+                                    download_dir=str(env.tmp)), False),
     ], keep_going=True)
-    for result in (swap, in_place):
+    for result in (swap, scratch):
         assert result["failed"] is True
         assert f"pg_restore of set {set_id}" in result["msg"] and f'role "{reporting}" does not exist' in result["msg"]
     assert "nothing was swapped in" in swap["msg"]

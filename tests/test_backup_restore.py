@@ -1,5 +1,6 @@
-"""django_restore (the backup role's module), run for real: swap, in place, scratch, onto a fresh
-server, over TCP as the owner role, encrypted sets. See backup_support.py for how."""
+"""django_restore (the backup role's module), run for real: swap, scratch, the session that is never a
+superuser's, the migrations checked, onto a fresh server, over TCP as the owner role, encrypted sets.
+See backup_support.py for how."""
 
 from __future__ import annotations
 
@@ -73,20 +74,68 @@ def test_restore_swap_brings_back_rows_and_media(env):
     assert set(result["timings"]) >= {"download", "db_restore", "media_restore", "swap", "total"}
 
 
-def test_restore_in_place(env):
-    set_id = backup(env)["set_id"]
-    env.change_live_data()
+def test_no_mode_writes_into_the_live_database(env):
+    """in_place (pg_restore --clean into the live database) was removed: refused, naming the option."""
+    backup(env)
     result = run(env.tmp, "django_restore", db_restore_mode="in_place", media_restore_mode="skip",
                  download_dir=str(env.tmp), **env.args())
+    assert result["_rc"] != 0 and "db_restore_mode must be one of: swap, scratch, skip" in result["msg"]
+    assert env.databases() == [env.db]
+
+
+# Runs for every row the restore copies in, in the session pg_restore logged in as: a dump whose SQL
+# could reset pg_restore's SET ROLE would, in a superuser's session, be a superuser's.
+SESSION_PROBE = """
+CREATE FUNCTION restore_session_probe() RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN
+  IF (SELECT rolsuper FROM pg_roles WHERE rolname = session_user) THEN
+    RAISE EXCEPTION 'the restore session % is a superuser', session_user;
+  END IF;
+  RETURN true;
+END $$;
+CREATE TABLE probed (id int PRIMARY KEY, CHECK (restore_session_probe()));
+INSERT INTO probed SELECT generate_series(1, 3);
+"""
+
+
+def restore_roles(env) -> list:
+    return env.sql("SELECT rolname FROM pg_roles WHERE rolname LIKE 'django\\_stack\\_restore\\_%'", "postgres")
+
+
+def test_the_dump_never_runs_in_a_superuser_session(env):
+    """Connected as postgres (a superuser, as on the database host), the dump's SQL still runs as a
+    temporary role that is no superuser, dropped afterwards."""
+    with env.cluster.connect(env.db, user=OWNER) as conn:  # the app's role makes the probed table
+        conn.execute(SESSION_PROBE)
+    set_id = backup(env)["set_id"]
+    env.change_live_data()
+    result = run(env.tmp, "django_restore", media_restore_mode="skip", download_dir=str(env.tmp), **env.args())
     assert result["_rc"] == 0, result.get("msg")
-    assert result["set_id"] == set_id and result["database"]["mode"] == "in_place"
-    assert result["database"]["previous"] is None and result["media"] == {"mode": "skip"}
-    assert env.counts() == COUNTS and env.databases() == [env.db]
-    assert env.sql("SELECT count(*) FROM shop_item WHERE price = 0") == [(0,)]
-    # pg_restore --clean drops what the dump holds; a table made later stays, and the task says so
-    assert result["database"]["tables_not_in_backup"] == ["public.after_backup"]
-    assert "after_backup" in json.dumps(result.get("warnings"))
-    assert (env.media / "new-upload.bin").exists()  # media skipped
+    assert result["set_id"] == set_id and env.counts() == COUNTS
+    assert env.sql("SELECT count(*) FROM probed") == [(3,)]
+    assert re.fullmatch(r"django_stack_restore_\d{14}_[0-9a-f]{6}", result["database"]["session_user"])
+    assert restore_roles(env) == []
+    assert result["database"]["applied_migrations"] == len(MIGRATIONS)
+
+
+def test_restore_checks_the_applied_migrations(env):
+    """A set whose database does not hold the migrations its manifest lists is never swapped in."""
+    from backup_support import fake_set
+
+    source = backup(env)["set_id"]
+    env.change_live_data()
+    changed_counts = env.counts()
+    tampered = source[:9] + "000001Z" + source[16:]  # earlier today: not the newest
+
+    def edit(manifest):
+        manifest["database"]["applied_migrations"] = manifest["database"]["applied_migrations"] + ["shop.0003_x"]
+    fake_set(env, source, tampered, edit=edit)
+    result = run(env.tmp, "django_restore", backup_set=tampered, media_restore_mode="skip", download_dir=str(env.tmp),
+                 **env.args())
+    assert result["_rc"] != 0
+    assert "applied migrations differ (missing: shop.0003_x; not in the backup: none)" in result["msg"]
+    assert "nothing was swapped in" in result["msg"]
+    assert env.counts() == changed_counts and env.databases() == [env.db] and restore_roles(env) == []
 
 
 def test_restore_scratch_leaves_the_live_data_alone(env):
@@ -157,6 +206,15 @@ def test_owner_role_over_tcp_with_password(env):
     restored = run(env.tmp, "django_restore", download_dir=str(env.tmp), **env.args(**tcp))
     assert restored["_rc"] == 0, restored.get("msg")
     assert restored["database"]["owner"] == OWNER and env.counts() == COUNTS
+    assert restored["database"]["session_user"] == OWNER  # no superuser: no temporary role either
+    databases = env.databases()  # the live one and the one the swap kept
+    env.sql(f"ALTER ROLE {OWNER} NOCREATEDB", "postgres")  # the app's role as the postgresql role makes it
+    try:
+        refused = run(env.tmp, "django_restore", download_dir=str(env.tmp), **env.args(**tcp))
+    finally:
+        env.sql(f"ALTER ROLE {OWNER} CREATEDB", "postgres")
+    assert refused["_rc"] != 0 and f"db_user {OWNER} can neither create a database" in refused["msg"]
+    assert "nothing was downloaded or changed" in refused["msg"] and env.databases() == databases
     wrong = run(env.tmp, "django_backup", **env.args(**dict(tcp, db_password="wrong-password")))
     assert wrong["_rc"] != 0
     assert f"cannot connect to PostgreSQL database {env.db} as user {OWNER} on 127.0.0.1:{env.cluster.port}" \

@@ -245,9 +245,10 @@ BACKUP_OK = {"backup_s3_bucket": "acme-backups",
         ({"backup_encrypt_recipients": []}, ["backup_encrypt_recipients", "backup_allow_unencrypted"]),
         ({"backup_drill_db_name": "demoapp"}, ["backup_drill_db_name"]),
         ({"backup_drill_db_name": "postgres"}, ["backup_drill_db_name"]),
+        ({"backup_restore_mode": "in_place"}, ["backup_restore_mode is no longer a setting"]),
     ],
     ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "unencrypted",
-         "drill-on-the-live-database", "drill-on-postgres"],
+         "drill-on-the-live-database", "drill-on-postgres", "restore-in-place"],
 )
 def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)

@@ -17,15 +17,20 @@ description:
     downloads the objects, and verifies the size and SHA-256 of every one of them B(before) restoring anything.
     Encrypted sets are decrypted with O(age_identity) on the way into C(pg_restore) and C(tar).
   - The database is restored with C(pg_restore --exit-on-error --no-owner --role=<owner>); any error fails the task.
-    The row count of every table is then compared with the manifest; a difference fails the task.
+    The session that runs the dump's SQL is never a superuser's (C(--role) alone is a C(SET ROLE), which a dump can
+    undo). When O(db_user) is a superuser, C(pg_restore) logs in over TCP (C(127.0.0.1) when O(db_host) is a
+    socket) as a temporary role made for the run (no attribute, a member of the owner role only, a random password
+    the server gets as a SCRAM verifier, valid one day) and dropped afterwards. Otherwise it logs in as O(db_user).
+  - The row count of every table and the list of applied Django migrations are then compared with the manifest;
+    a difference fails the task before anything is swapped in.
   - O(db_restore_mode=swap) (the default) restores into a new database C(<db_name>_restore_<set>) (owner
     O(db_owner), C(TEMPLATE template0), the live database's encoding, locale, privileges and settings, CONNECT and
     TEMPORARY revoked from PUBLIC), then terminates the live database's connections and renames it to
     C(<db_name>_before_<time>) (kept, drop it yourself once satisfied) and the new one to O(db_name).
     On any failure the new database is dropped and the live one is untouched.
-  - O(db_restore_mode=in_place) runs C(pg_restore --clean --if-exists --single-transaction) into the live database, so
-    a failed restore is rolled back; O(db_restore_mode=scratch) restores into O(db_scratch_name) (dropped
-    first if it exists) and leaves it, for restore drills; C(skip) leaves the database alone.
+  - O(db_restore_mode=scratch) restores into O(db_scratch_name) (dropped first if a restore made it; any other
+    existing database is refused) and leaves it, for restore drills; C(skip) leaves the database alone. No mode
+    writes into the live database (the former C(in_place) mode did, and was removed).
   - O(media_restore_mode=swap) extracts into a temporary sibling of O(media_root) (C(tar --no-same-owner)),
     checks the file count and bytes against the manifest, gives the files to O(media_owner)/O(media_group)
     (default, the owner of the current O(media_root)), then renames O(media_root) to C(<media_root>.before-<time>)
@@ -50,7 +55,7 @@ options:
   db_restore_mode:
     description: How the database is restored (see the description).
     type: str
-    choices: [swap, in_place, scratch, skip]
+    choices: [swap, scratch, skip]
     default: swap
   db_scratch_name:
     description:
@@ -107,7 +112,8 @@ attributes:
     support: none
 notes:
   - Run as root on the database host (with C(become)); C(pg_restore) then runs as C(postgres) (see O(db_os_user)).
-    Over TCP as the owner role, O(db_restore_mode=swap) needs the role to have C(CREATEDB).
+    Over TCP as a role that is not a superuser, O(db_restore_mode=swap) needs that role to have C(CREATEDB) and to be
+    the owner role or a member of it (to create the new database for the owner and rename the live one).
   - Stop the application, or put it in maintenance mode, while restoring. The swap terminates its database
     connections, and writes made during the restore are not in the restored data.
 requirements:
@@ -192,9 +198,9 @@ database:
   description:
     - What was restored - RV(database.mode), RV(database.name) (the live name), RV(database.restored_into),
       RV(database.owner), RV(database.previous) (the kept previous database after a swap, or null),
-      RV(database.tables), RV(database.rows) and RV(database.table_rows) (rows per table, equal to the manifest's).
-    - After O(db_restore_mode=in_place), RV(database.tables_not_in_backup) lists the tables made after the backup,
-      which C(pg_restore --clean) leaves as they are (a warning says so too).
+      RV(database.tables), RV(database.rows) and RV(database.table_rows) (rows per table, equal to the manifest's),
+      RV(database.applied_migrations) (how many, the same as the manifest's), RV(database.session_user) (the
+      non-superuser role C(pg_restore) ran as).
   returned: always
   type: dict
   sample: {"mode": "swap", "name": "demoapp", "restored_into": "demoapp_restore_20261124t031500z_3f9a1c",
@@ -226,7 +232,6 @@ def main():
         argument_spec=command_spec("restore"),
         required_if=[
             ("db_restore_mode", "swap", ["db_name"]),
-            ("db_restore_mode", "in_place", ["db_name"]),
             ("db_restore_mode", "scratch", ["db_scratch_name"]),
             ("media_restore_mode", "swap", ["media_root"]),
             ("media_restore_mode", "scratch", ["media_scratch_dir"]),

@@ -65,7 +65,7 @@ SPEC = dict(
     download_dir=dict(type="path", default="/var/tmp"),
     keep_download=dict(type="bool", default=False),
     age_identity=dict(type="str", no_log=True),
-    db_restore_mode=dict(type="str", default="swap", choices=["swap", "in_place", "scratch", "skip"]),
+    db_restore_mode=dict(type="str", default="swap", choices=["swap", "scratch", "skip"]),
     db_scratch_name=dict(type="str"),
     db_owner=dict(type="str"),
     db_analyze=dict(type="bool", default=True),
@@ -238,14 +238,14 @@ def _check_prune(cfg: Config) -> None:
 
 def _check_restore_db(cfg: Config) -> None:
     mode = cfg.db_restore_mode
-    if mode in ("swap", "in_place") and not cfg.db_name:
+    if mode == "swap" and not cfg.db_name:
         raise BackupError("db_name is required with db_restore_mode=%s: the live database to replace" % mode)
     if mode == "scratch":
         if not cfg.db_scratch_name:
             raise BackupError("db_restore_mode=scratch needs db_scratch_name: the database to restore into")
         if cfg.db_scratch_name == cfg.db_name:
             raise BackupError("db_scratch_name must differ from db_name (%s): scratch never touches the live "
-                              "database; use db_restore_mode=swap or in_place" % cfg.db_name)
+                              "database; use db_restore_mode=swap" % cfg.db_name)
     for name in ("db_name", "db_scratch_name", "db_owner"):
         if cfg[name] and len(cfg[name].encode()) > 63:
             raise BackupError("%s %r is longer than PostgreSQL's 63-byte identifier limit" % (name, cfg[name]))

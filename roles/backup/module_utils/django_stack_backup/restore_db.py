@@ -2,8 +2,9 @@
 # Copyright: django-stack maintainers
 # MIT License (see LICENSE)
 """The database part of a restore: pg_restore into a new database next to the live one (swap,
-scratch) or into the live one in a single transaction (in_place), the row counts checked against
-the manifest, then (swap) the live database renamed out of the way and the new one renamed in."""
+scratch) in a session that is never a superuser's (restore_session), the row counts and the applied
+migrations checked against the manifest, then (swap) the live database renamed out of the way (kept)
+and the new one renamed in. The live database is never written to."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import time
 from .config import Config
 from .errors import BackupError
 from .pipeline import feed_from_file
-from .postgres import Postgres, copy_database_settings, count_rows, db_exists, drop_db, ident, list_tables, \
-    short_name, terminate
+from .postgres import Postgres, applied_migrations, copy_database_settings, count_rows, db_exists, drop_db, ident, \
+    list_tables, short_name, terminate
+from .restore_session import RestoreSession
 from .util import Timer, human
 
 # The comment on every database a restore creates: the only databases a restore ever drops.
@@ -91,41 +93,43 @@ class DatabaseRestore:
             if cur.fetchone() is None:
                 raise BackupError("the owner role %r of the restored database does not exist (db_owner); create it "
                                   "first (the postgresql role does)" % owner)
-            if mode == "in_place":
-                if not live_exists:
-                    raise BackupError("db_restore_mode=in_place: database %s does not exist; use swap to create it"
-                                      % live)
-                target = live
-            elif mode == "scratch":
+            cur.execute("SELECT rolsuper OR (rolcreatedb AND pg_has_role(current_user, %s, 'MEMBER')) "
+                        "FROM pg_roles WHERE rolname = current_user", [owner])
+            if not cur.fetchone()[0]:
+                raise BackupError(
+                    "db_user %s can neither create a database for %s nor rename the live one: a restore builds the "
+                    "new database beside the live one and swaps it in. Connect as a role with CREATEDB that is %s or "
+                    "a member of it, or as postgres on the database host; nothing was downloaded or changed"
+                    % (self.pg.user, owner, owner))
+            if mode == "scratch":
                 target = cfg.db_scratch_name
             else:
                 target = short_name(live, "_restore_" + manifest["set_id"].lower().replace("-", "_"))
             report = dict(mode=mode, name=live, restored_into=target, owner=owner, previous=None)
             if self.check_mode:
-                report["would_create"] = target if mode != "in_place" else None
+                report["would_create"] = target
                 return report
-            if mode != "in_place":
-                if db_exists(cur, target):
-                    # A leftover of an earlier run, or the scratch database of the last drill: only a
-                    # database this code created (and marked) is ever dropped.
-                    cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                                [target])
-                    if not (cur.fetchone()[0] or "").startswith(RESTORE_MARK):
-                        raise BackupError(
-                            "database %s exists and was not made by a restore: refusing to drop it%s. Name a "
-                            "database that does not exist" % (target, " (db_scratch_name)" if mode == "scratch" else ""))
-                    drop_db(cur, target)
-                create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
-                if props:
-                    create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                        create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
-                cur.execute(create)
-                self.created = target
-                cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
-                    ident(target), sql.Literal("%s of set %s" % (RESTORE_MARK, manifest["set_id"]))))
-                cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident(target)))
-                if live_exists:
-                    copy_database_settings(cur, live, target, owner)
+            if db_exists(cur, target):
+                # A leftover of an earlier run, or the scratch database of the last drill: only a
+                # database this code created (and marked) is ever dropped.
+                cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
+                            [target])
+                if not (cur.fetchone()[0] or "").startswith(RESTORE_MARK):
+                    raise BackupError(
+                        "database %s exists and was not made by a restore: refusing to drop it%s. Name a "
+                        "database that does not exist" % (target, " (db_scratch_name)" if mode == "scratch" else ""))
+                drop_db(cur, target)
+            create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
+            if props:
+                create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                    create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
+            cur.execute(create)
+            self.created = target
+            cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+                ident(target), sql.Literal("%s of set %s" % (RESTORE_MARK, manifest["set_id"]))))
+            cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident(target)))
+            if live_exists:
+                copy_database_settings(cur, live, target, owner)
             return report
         finally:
             admin.close()
@@ -133,50 +137,54 @@ class DatabaseRestore:
     def pg_restore(self, manifest: dict, path: str, identity: str | None, report: dict) -> None:
         started = time.monotonic()
         target, owner = report["restored_into"], report["owner"]
-        cmd = [self.pg.tool("pg_restore"), "--exit-on-error", "--no-owner", "--role=" + owner]
-        if report["mode"] == "in_place":
-            cmd += ["--clean", "--if-exists", "--single-transaction"]
-        cmd += self.pg.conn_args(target)
-        problems = feed_from_file(path, identity, "pg_restore", cmd, **self.pg.popen_kwargs())
+        session = RestoreSession(self.pg, owner, self.stamp)
+        try:
+            conn_args, env = session.open(target)
+            report["session_user"] = session.user
+            cmd = [self.pg.tool("pg_restore"), "--exit-on-error", "--no-owner", "--role=" + owner] + conn_args
+            problems = feed_from_file(path, identity, "pg_restore", cmd, **dict(self.pg.popen_kwargs(), env=env))
+        finally:
+            problem = session.close()
+            if problem:
+                self.warnings.append(problem)
         if problems:
             raise BackupError("pg_restore of set %s into database %s failed, nothing was swapped in: %s"
                               % (manifest["set_id"], target, "; ".join(problems)))
         self.timer.mark("db_restore", started)
 
     def verify(self, manifest: dict, report: dict) -> None:
-        """The row count of every table equals the manifest's (then ANALYZE, unless db_analyze is false)."""
+        """The row count of every table and the applied migrations equal the manifest's (then ANALYZE,
+        unless db_analyze is false)."""
         started = time.monotonic()
-        target, mode = report["restored_into"], report["mode"]
+        target = report["restored_into"]
         conn = self.pg.connect(target)
         try:
             conn.autocommit = True
             cur = conn.cursor()
             counts = count_rows(cur, list_tables(cur))
+            migrations = applied_migrations(cur)
             if self.cfg.db_analyze:
                 cur.execute("ANALYZE")
         finally:
             conn.close()
         expected = manifest["database"]["tables"]
-        extra = sorted(set(counts) - set(expected))
-        if extra and mode == "in_place":
-            # pg_restore --clean drops only what the dump holds: later tables stay as they are
-            self.warnings.append("database %s keeps table(s) the backup does not hold, left as they were: %s"
-                                 % (target, ", ".join(extra)))
-            counts = {t: n for t, n in counts.items() if t in expected}
         diff = []
         for table in sorted(set(expected) | set(counts)):
             if expected.get(table) != counts.get(table):
                 diff.append("%s: %s rows restored, %s in the backup" % (table, counts.get(table, "no table"),
                                                                          expected.get(table, "no table")))
+        wanted = manifest["database"].get("applied_migrations", migrations)
+        if wanted != migrations:
+            missing = [m for m in wanted or [] if m not in (migrations or [])]
+            extra = [m for m in migrations or [] if m not in (wanted or [])]
+            diff.append("applied migrations differ (missing: %s; not in the backup: %s)"
+                        % (", ".join(missing[:10]) or "none", ", ".join(extra[:10]) or "none"))
         if diff:
-            raise BackupError("row counts of database %s differ from the manifest of set %s%s: %s"
-                              % (target, manifest["set_id"],
-                                 " (restored in place: the live database now holds this restore)"
-                                 if mode == "in_place" else ", nothing was swapped in", "; ".join(diff[:20])))
+            raise BackupError("database %s differs from the manifest of set %s, nothing was swapped in: %s"
+                              % (target, manifest["set_id"], "; ".join(diff[:20])))
         self.timer.mark("db_verify", started)
-        report.update(tables=len(counts), rows=sum(counts.values()), table_rows=counts)
-        if extra and mode == "in_place":
-            report["tables_not_in_backup"] = extra
+        report.update(tables=len(counts), rows=sum(counts.values()), table_rows=counts,
+                      applied_migrations=len(migrations or []))
 
     def swap(self, report: dict) -> None:
         """The live database renamed to <name>_before_<time> (kept), the restored one to the live name."""

@@ -123,10 +123,24 @@ def test_the_nightly_unit_makes_a_complete_set_under_its_sandbox(host):
     result = host.run("systemctl start django-stack-backup@demoapp.service")
     assert result.rc == 0, host.run("journalctl -u django-stack-backup@demoapp.service -n 40 --no-pager").stdout
     complete = [s["set_id"] for s in backup_sets(host)["sets"] if s["complete"]]
-    # A new set, now the newest; the retention (one set a day) pruned the earlier one of today.
-    assert len(complete) == 1 and complete[0] > STATE["set_id"], (complete, STATE["set_id"])
+    # A new set, now the newest; the server deletes nothing (its config has no retention: the
+    # control node prunes), so the earlier one of today is still there.
+    assert len(complete) == 2 and complete[0] > STATE["set_id"] == complete[1], (complete, STATE["set_id"])
+    assert not {"keep_daily", "keep_weekly", "keep_monthly"} & set(json.loads(host.check_output(f"cat {CONFIG}")))
     STATE["set_id"] = complete[0]  # what the restore takes
     assert host.check_output("systemctl show -p ProtectSystem --value django-stack-backup@demoapp.service") == "strict"
+
+
+def test_the_control_node_prunes_with_its_own_key(host):
+    """playbooks/prune-backups.yml: the retention (one set a day) on the control node drops the
+    earlier set of today; --check first changes nothing."""
+    before = [s["set_id"] for s in backup_sets(host)["sets"] if s["complete"]]
+    output = playbook_ok("playbooks/prune-backups.yml", "--check")
+    assert f"would prune {before[1]}" in output, output[-3000:]
+    assert [s["set_id"] for s in backup_sets(host)["sets"] if s["complete"]] == before
+    output = playbook_ok("playbooks/prune-backups.yml")
+    assert f"pruned {before[1]}" in output, output[-3000:]
+    assert [s["set_id"] for s in backup_sets(host)["sets"]] == [STATE["set_id"]]
 
 
 def test_restore_drill_checks_the_set_without_touching_the_site(host):

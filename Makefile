@@ -91,8 +91,8 @@ bench-appserver: image ## gunicorn vs Apache for a dynamic page, nginx vs Django
 bench-releases: images ## Converge on Debian 13 and 12 side by side; rebuild RTO from a Debian 12 server onto a fresh Debian 13 one
 	@python3 bench/releases.py
 
-bench-backup: deps ## Backup/restore figures (1.6 GB database, 300 MB media) next to pg_dump + upload_file
-	@python3 bench/backup.py
+bench-backup: deps ## Backup/restore figures (1.6 GB database, 300 MB media) next to pg_dump + upload_file; BEFORE=<ref> adds that code's, same run
+	@python3 bench/backup.py $${BEFORE:+--before "$$BEFORE"}
 
 clean: demo-destroy ## Remove the demo server, caches and .venv
 	@rm -rf .cache $(VENV)

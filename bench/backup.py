@@ -19,8 +19,11 @@ Prints wall time, throughput and peak RSS of each side (the backup/restore proce
 getrusage; pg_dump/pg_restore from /proc VmHWM, sampled), and ours/baseline ratios.
 Targets: peak RSS of our process <= 200 MiB at any size; wall <= 1.2 x baseline.
 
-Usage: sudo .venv/bin/python bench/backup.py [--scale 1.0] [--media-mb 300] [--keep]
-(`make bench-backup`). Needs root (the cluster runs as postgres), postgresql, python3-boto3,
+With --before REF, the backup package of that git ref also backs up and restores the same data in
+the same run (after ours), and the now/before ratios are printed: no regression is <= 1.05.
+
+Usage: sudo .venv/bin/python bench/backup.py [--scale 1.0] [--media-mb 300] [--keep] [--before REF]
+(`make bench-backup`, `make bench-backup BEFORE=<ref>`). Needs root (the cluster runs as postgres), postgresql, python3-boto3,
 python3-psycopg2 and the test requirements (moto[server]); scripts/bootstrap.sh installs them.
 About 10 minutes on 2 cores and up to 12 GB of disk under $BENCH_TMPDIR (default /var/tmp).
 """
@@ -148,8 +151,8 @@ class PeakSampler:
         return self.peaks
 
 
-def core_env() -> dict:
-    return dict(os.environ, PYTHONPATH=str(CORE_PATH))
+def core_env(core: Path = CORE_PATH) -> dict:
+    return dict(os.environ, PYTHONPATH=str(core))
 
 
 def timed(cmd: list[str], **kw) -> tuple[float, subprocess.CompletedProcess, dict]:
@@ -204,9 +207,10 @@ class Bench:
         self.pg_dir.mkdir()
         shutil.chown(self.pg_dir, "postgres", "postgres")
         data = self.pg_dir / "data"
-        sh(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "-A", "trust", "-U",
-            "postgres", "--no-sync", "-E", "UTF8"])
-        opts = (f"-c listen_addresses='' -p {self.port} -k {self.pg_dir} -c fsync=off -c full_page_writes=off "
+        # TCP with passwords on loopback, as on a server: a restore's session logs in there.
+        sh(["runuser", "-u", "postgres", "--", str(PG_BIN / "initdb"), "-D", str(data), "--auth-local=trust",
+            "--auth-host=scram-sha-256", "-U", "postgres", "--no-sync", "-E", "UTF8"])
+        opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.pg_dir} -c fsync=off -c full_page_writes=off "
                 "-c synchronous_commit=off -c shared_buffers=256MB -c maintenance_work_mem=256MB -c max_wal_size=8GB "
                 "-c wal_level=minimal -c max_wal_senders=0 -c checkpoint_timeout=30min")
         sh(["runuser", "-u", "postgres", "--", str(PG_BIN / "pg_ctl"), "-D", str(data), "-l", str(self.pg_dir / "log"),
@@ -309,8 +313,9 @@ class Bench:
         path.chmod(0o600)
         return path
 
-    def ours_backup(self) -> dict:
-        seconds, proc, peaks = timed([*CORE, "--config", str(self.config()), "backup"], env=core_env())
+    def ours_backup(self, core: Path = CORE_PATH, prefix: str = "ours") -> dict:
+        seconds, proc, peaks = timed([*CORE, "--config", str(self.config(s3_prefix=prefix)), "backup"],
+                                     env=core_env(core))
         result = json.loads(proc.stdout)
         return dict(wall=seconds, rss=result["peak_rss_kb"], pg_dump=peaks.get("pg_dump", 0), tar=peaks.get("tar", 0),
                     stored=result["size"], set_id=result["set_id"], timings=result["timings"])
@@ -331,8 +336,9 @@ class Bench:
         return dict(wall=t_dump + t_tar + t_up, dump=t_dump, tar=t_tar, upload=t_up, rss=rss,
                     pg_dump=dump_peaks.get("pg_dump", 0), stored=stored)
 
-    def ours_restore(self) -> dict:
-        seconds, proc, peaks = timed([*CORE, "--config", str(self.config()), "restore"], env=core_env())
+    def ours_restore(self, core: Path = CORE_PATH, prefix: str = "ours") -> dict:
+        seconds, proc, peaks = timed([*CORE, "--config", str(self.config(s3_prefix=prefix)), "restore"],
+                                     env=core_env(core))
         result = json.loads(proc.stdout)
         previous = result["database"]["previous"]
         self.psql(f"DROP DATABASE {previous}")  # keep the disk in check
@@ -423,11 +429,36 @@ def report(bench: Bench, ours: dict, base: dict, r_ours: dict, r_base: dict, r_s
           f"peak RSS {r_ours['rss'] / 1024:.0f} MiB")
 
 
+def report_before(ref: str, now: dict, before: dict, r_now: dict, r_before: dict) -> None:
+    """The code of REF next to the working tree's, in the same run, on the same data."""
+    print()
+    print(f"{'SAME RUN, THE CODE OF ' + ref:<46} {'now':>22} {'before':>22} {'ratio':>8}")
+    for label, a, b in (("backup wall time", now["wall"], before["wall"]),
+                        ("restore wall time", r_now["wall"], r_before["wall"])):
+        print(f"{label:<46} {a:>20.1f} s {b:>20.1f} s {a / b:>8.2f}")
+    for label, a, b in (("backup peak RSS", now["rss"], before["rss"]),
+                        ("restore peak RSS", r_now["rss"], r_before["rss"])):
+        print(f"{label:<46} {mib(a):>22} {mib(b):>22} {a / b:>8.2f}")
+    print(f"before ({ref}) vs now: backup {now['wall'] / before['wall']:.2f}, restore {r_now['wall'] / r_before['wall']:.2f} "
+          f"(wall time ratios, now/before; <= 1.05 is no regression)")
+
+
+def checkout_core(ref: str, into: Path) -> Path:
+    """The backup package of REF (git archive), to run beside the working tree's."""
+    into.mkdir()
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "roles/backup/module_utils"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive, check=True)
+    return into / "roles" / "backup" / "module_utils"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="database size factor (1.0 gives about 1.3 GiB)")
     parser.add_argument("--media-mb", type=int, default=300, help="MiB of media files (256 KiB each)")
     parser.add_argument("--keep", action="store_true", help="keep the temp directory (cluster data, media)")
+    parser.add_argument("--before", metavar="REF", help="also run the backup package of this git ref, in the same "
+                        "run on the same data, and print now/before")
     args = parser.parse_args()
     if os.geteuid() != 0:
         raise SystemExit("bench: run as root (the cluster runs as postgres with runuser)")
@@ -456,7 +487,18 @@ def main() -> int:
         log("our restore: the CLI, swap mode")
         r_ours = bench.ours_restore()
         log(f"  {r_ours['wall']:.1f} s")
+        if args.before:
+            before_core = checkout_core(args.before, bench.base / "before")
+            bench.warm()
+            log(f"the backup package of {args.before}: backup")
+            before = bench.ours_backup(before_core, prefix="before")
+            log(f"  {before['wall']:.1f} s")
+            log(f"the backup package of {args.before}: restore")
+            r_before = bench.ours_restore(before_core, prefix="before")
+            log(f"  {r_before['wall']:.1f} s")
         report(bench, ours, base, r_ours, r_base, r_single)
+        if args.before:
+            report_before(args.before, ours, before, r_ours, r_before)
     finally:
         log("cleaning up")
         bench.stop()

@@ -183,6 +183,38 @@ def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
     assert_rejected(run_role(tmp_path, role, extra), *needles)
 
 
+ACME_OK = {"nginx_tls_mode": "acme", "nginx_acme_email": "hostmaster@example.com",
+           "nginx_server_names": ["example.com", ".example.org", "192.0.2.10"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"nginx_acme_email": ""}, ["nginx_acme_email"]),
+        ({"nginx_acme_email": "hostmaster"}, ["nginx_acme_email"]),
+        ({"nginx_acme_domains": ["exa mple.com"]}, ["nginx_acme_domains", "exa mple.com"]),
+        ({"nginx_acme_domains": ["*.example.org"]}, ["nginx_acme_domains", "*.example.org"]),
+        ({"nginx_acme_domains": ["192.0.2.10"]}, ["nginx_acme_domains", "192.0.2.10"]),
+        ({"nginx_acme_domains": ["www.example.net"]}, ["nginx_acme_domains", "not served: ['www.example.net']"]),
+        ({"nginx_server_names": ["192.0.2.10"]}, ["nginx_acme_domains", "at least one host name"]),
+        ({"nginx_acme_directory_url": "http://acme.example.com/directory"}, ["nginx_acme_directory_url"]),
+        ({"nginx_acme_directory_url": "ftp://127.0.0.1/dir"}, ["nginx_acme_directory_url"]),
+        ({"nginx_acme_ca_bundle": "pebble.pem"}, ["nginx_acme_ca_bundle"]),
+        ({"nginx_acme_key_type": "dsa1024"}, ["nginx_acme_key_type"]),
+        ({"nginx_acme_ca_bundle": "/etc/ssl/ca.pem\nExecStart=/bin/sh"}, ["nginx_acme_ca_bundle", "line break"]),
+        ({"nginx_acme_directory_url": "https://acme.example.com/dir\n"}, ["nginx_acme_directory_url", "line break"]),
+        ({"nginx_tls_mode": "selfsigned", "nginx_ocsp_stapling": True}, ["nginx_ocsp_stapling"]),
+        ({"nginx_ocsp_stapling": True, "nginx_ocsp_resolvers": ["dns.example.com"]}, ["nginx_ocsp_resolvers"]),
+    ],
+    ids=["acme-no-email", "acme-email-not-an-address", "acme-domain-not-a-hostname", "acme-domain-wildcard",
+         "acme-domain-ip", "acme-domain-not-served", "acme-no-host-name", "acme-directory-plain-http",
+         "acme-directory-scheme", "acme-ca-bundle-relative", "acme-key-type-choice", "acme-ca-bundle-newline",
+         "acme-directory-newline", "ocsp-selfsigned", "ocsp-resolver-not-an-address"],
+)
+def test_nginx_rejects_bad_acme_and_ocsp_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "nginx", {**ACME_OK, **extra}), *needles)
+
+
 CELERY_OK = {"celery_beat_enabled": True}
 WORKER = {"name": "default", "queues": ["celery"]}
 

@@ -118,7 +118,8 @@ def test_base_names_a_roles_packages_on_exactly_the_hosts_that_run_the_role(role
 # The inputs that change what a role installs: the users' extra packages, and the app's source.
 PACKAGE_INPUTS = [{}, {"postgresql_extra_packages": ["postgresql-contrib"], "memcached_extra_packages": ["libmemcached-tools"],
                        "nginx_extra_packages": ["nginx-extras"], "rabbitmq_extra_packages": ["rabbitmq-extra"],
-                       "django_app_source": "git", "backup_postgresql_client_version": 17}]
+                       "django_app_source": "git", "backup_postgresql_client_version": 17,
+                       "nginx_tls_mode": "acme"}]
 
 
 @pytest.mark.parametrize("extra", PACKAGE_INPUTS, ids=["defaults", "extras"])

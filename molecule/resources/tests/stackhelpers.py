@@ -35,6 +35,12 @@ def app_server() -> str:
     return AnsibleRunner.get_runner(INVENTORY).get_variables(web).get("django_app_server", "gunicorn")
 
 
+def nginx_tls_mode() -> str:
+    """Where the web server's certificate comes from (nginx_tls_mode: selfsigned, provided or acme)."""
+    web = group_hosts("webservers")[0]
+    return AnsibleRunner.get_runner(INVENTORY).get_variables(web).get("nginx_tls_mode", "selfsigned")
+
+
 def app_server_units() -> list[str]:
     if app_server() == "apache_wsgi":
         return ["apache2.service"]

@@ -29,10 +29,15 @@ def group_hosts(group: str) -> list[str]:
     return AnsibleRunner.get_runner(INVENTORY).get_hosts(group)
 
 
+def web_variable(name: str, default):
+    """A variable the inventory sets for the scenario's (first) web server, else the role's default."""
+    web = group_hosts("webservers")[0]
+    return AnsibleRunner.get_runner(INVENTORY).get_variables(web).get(name, default)
+
+
 def app_server() -> str:
     """The app server of the scenario's web server (django_app_server: gunicorn or apache_wsgi)."""
-    web = group_hosts("webservers")[0]
-    return AnsibleRunner.get_runner(INVENTORY).get_variables(web).get("django_app_server", "gunicorn")
+    return web_variable("django_app_server", "gunicorn")
 
 
 def nginx_tls_mode() -> str:

@@ -25,6 +25,7 @@ from stackhelpers import (
     podman_hosts,
     static_manifest,
     upload,
+    web_variable,
 )
 
 testinfra_hosts = podman_hosts("webservers")[:1]
@@ -258,6 +259,34 @@ def test_security_updates_are_installed_automatically(host):
     assert 'APT::Periodic::Update-Package-Lists "1";' in config
     assert "Debian-Security" in host.check_output("apt-config dump Unattended-Upgrade::Origins-Pattern")
     assert host.service("apt-daily-upgrade.timer").is_enabled
+
+
+def needrestart_mode(host) -> str:
+    """needrestart's restart mode as needrestart reads it: its configuration, then conf.d in name order."""
+    return host.check_output("perl -e 'do \"/etc/needrestart/needrestart.conf\"; print $nrconf{restart}'")
+
+
+def test_needrestart_restarts_a_service_that_runs_an_upgraded_librarys_old_copy(host):
+    """As after a security update: a service still maps a library file that is gone. needrestart, run
+    as apt's hook runs it (no terminal), restarts it in the stack's mode ("a"). Only the probe may be
+    restarted here (a test drop-in that sorts last), whatever else the server runs."""
+    mode = web_variable("common_needrestart_mode", "a")
+    assert needrestart_mode(host) == mode
+    probe, lib = "needrestart-probe", "/usr/local/lib/needrestart-probe/libz.so.1"
+    only_probe = f"/etc/needrestart/conf.d/zz-{probe}.conf"
+    try:
+        host.check_output(f"mkdir -p {lib.rsplit('/', 1)[0]} && cp \"$(find /usr/lib -name libz.so.1 -print -quit)\" {lib}")
+        host.check_output(f"systemd-run --unit={probe} -p Environment=LD_PRELOAD={lib} sleep infinity && sleep 1")
+        before = host.check_output(f"systemctl show -p MainPID --value {probe}")
+        host.check_output(f"rm {lib}")
+        host.check_output(f"echo '$nrconf{{override_rc}}{{qr(^(?!{probe}\\.service$))}} = 0;' > {only_probe}")
+        assert needrestart_mode(host) == mode  # the probe's drop-in changes what, not how
+        assert f"NEEDRESTART-SVC: {probe}.service" in host.check_output("needrestart -b")
+        host.check_output("needrestart -q < /dev/null")
+        after = host.check_output(f"systemctl show -p MainPID --value {probe}")
+        assert (after != before) == (mode == "a"), (mode, before, after)
+    finally:
+        host.run(f"rm -f {only_probe} {lib}; systemctl stop {probe}; systemctl reset-failed {probe}")
 
 
 # The app's long-running units and what their sandbox must let them write; everything else of the

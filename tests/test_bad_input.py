@@ -142,10 +142,15 @@ APP_OK = {
         ({"django_app_extra_env": {"X": "it's"}}, None, ["django_app_extra_env"]),
         ({"django_app_extra_env": {"X=1; touch /tmp/pwned; Y": "1"}}, None, ["django_app_extra_env", "names"]),
         ({"django_app_extra_env": {"$(reboot)": "1"}}, None, ["django_app_extra_env", "names"]),
+        ({"django_app_build_user": "django"}, None, ["django_app_build_user"]),
+        ({"django_app_build_user": "root"}, None, ["django_app_build_user"]),
+        ({"django_app_build_user": "Build User"}, None, ["django_app_build_user"]),
+        ({"django_app_pip_require_hashes": True}, None, ["django_app_pip_require_hashes", "celery==5.7.0"]),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-name-command",
-         "env-name-substitution"],
+         "env-name-substitution", "build-user-is-app-user", "build-user-root", "build-user-name",
+         "require-hashes-without-hashes"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}

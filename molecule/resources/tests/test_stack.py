@@ -240,6 +240,22 @@ def test_code_is_not_writable_by_the_app_user(host):
     assert result.rc != 0
 
 
+def test_the_virtualenv_is_the_build_users_and_read_only_to_the_app(host):
+    """pip ran as django_app_build_user, never root, which owns every file it wrote; the app user
+    runs the virtualenv but can change none of it."""
+    build_user = web_variable("django_app_build_user", f"{APP_USER}-build")
+    venv = host.check_output(f"readlink -f {APP_ROOT}/current/.venv")
+    owners = host.check_output(f"find {venv} -printf '%u:%g\\n' | sort -u").split()
+    assert owners == [f"{build_user}:{build_user}"], owners
+    writable = host.check_output(f"find {venv} -perm /o+w ! -type l -print -quit")
+    assert writable == "", writable
+    assert host.run(f"runuser -u {APP_USER} -- {venv}/bin/python -c 'import django'").rc == 0
+    site = host.check_output(f"{venv}/bin/python -c 'import django, os; print(os.path.dirname(django.__file__))'")
+    for path in (f"{venv}/pyvenv.cfg", f"{site}/__init__.py", f"{venv}/bin/new-file"):
+        denied = host.run(f"runuser -u {APP_USER} -- sh -c 'echo x >> {path}'")
+        assert denied.rc != 0, path
+
+
 def test_the_virtualenv_was_built_in_the_background(host):
     """playbooks/base.yml started building the current release's virtualenv (django_app's prefetch
     entry point) before the database tier was configured, so pip ran while the other tiers

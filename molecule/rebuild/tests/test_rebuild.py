@@ -18,7 +18,7 @@ import time
 
 from PIL import Image
 
-from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, run_playbook, upload
+from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, recap, run_playbook, upload
 
 testinfra_hosts = podman_hosts("webservers")[:1]
 
@@ -28,11 +28,59 @@ CONFIG = "/etc/django-stack/backup-demoapp.json"
 STATE: dict = {}
 
 
-def playbook_ok(*args: str):
-    result = run_playbook(*args)
+def vault_secrets() -> list[str]:
+    """Every secret of the demo vault (each line of a multi-line one), decrypted as Ansible does."""
+    import yaml
+
+    vault = f"{PROJECT_DIR}/inventories/demo/group_vars/all/vault.yml"
+    plain = subprocess.run(["ansible-vault", "view", vault], capture_output=True, text=True, check=True).stdout
+    found = []
+    for value in yaml.safe_load(plain).values():
+        found += [line.strip() for line in str(value).splitlines() if len(line.strip()) >= 12]
+    assert len(found) >= 6, "the demo vault should hold the app's, the database's and the backups' secrets"
+    return found
+
+
+SECRETS = vault_secrets()
+
+
+def assert_no_secret(text: str, where: str) -> None:
+    shown = [f"{secret[:4]}... ({len(secret)} characters)" for secret in SECRETS if secret in text]
+    assert not shown, f"{where} shows secrets of the vault: {shown}"
+
+
+def playbook_ok(*args: str, verbose: bool = True):
+    """Run a playbook, at -vvv unless VERBOSE is false (what an operator debugging it would see):
+    it must succeed and show no secret of the vault."""
+    result = run_playbook(*args, *(["-vvv"] if verbose else []))
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
+    assert_no_secret(output, f"ansible-playbook {' '.join(args)} -vvv")
     return output
+
+
+def assert_no_secret_on_the_host(host, while_running: str | None = None) -> None:
+    """Not in the journal, in a file every user can read, or in a process's command line (also
+    while WHILE_RUNNING, a oneshot unit, runs)."""
+    assert_no_secret(host.check_output("journalctl --no-pager -q -o cat"), "the journal")
+    # The patterns go in through stdin, into a file only root can read, never on a command line.
+    readable = subprocess.run(
+        ["podman", "exec", "-i", SERVER, "sh", "-c",
+         "umask 077; cat > /root/.secret-patterns; "
+         "find /etc /srv /var /opt /usr/local /tmp /run /root /home -xdev -type f -perm -o+r -size -20M "
+         "-not -path '/var/lib/apt/*' -not -path '/var/cache/apt/*' -print0 2>/dev/null | "
+         "xargs -0 -r grep -l -F -f /root/.secret-patterns; rm -f /root/.secret-patterns"],
+        input="\n".join(SECRETS) + "\n", capture_output=True, text=True, check=False)
+    assert readable.stdout.strip() == "", f"world-readable files hold secrets of the vault: {readable.stdout}"
+    samples = [host.check_output("ps -eww -o args")]
+    if while_running:
+        host.check_output(f"systemctl start --no-block {while_running}")
+        for _ in range(200):
+            samples.append(host.check_output("ps -eww -o args"))
+            if host.run(f"systemctl is-active --quiet {while_running}").rc != 0 and len(samples) > 3:
+                break
+            time.sleep(0.1)
+    assert_no_secret("\n".join(samples), "the process list")
 
 
 def notes(host) -> list[str]:
@@ -143,12 +191,41 @@ def test_the_control_node_prunes_with_its_own_key(host):
     assert [s["set_id"] for s in backup_sets(host)["sets"]] == [STATE["set_id"]]
 
 
+def test_a_failed_backup_unit_runs_the_failure_command(host):
+    """OnFailure=: a failed run is heard of (the default command writes a critical journal message)."""
+    since = host.check_output("date +%s")
+    assert host.run("systemctl start django-stack-backup-freshness@nosuchsite.service").rc != 0
+    wanted = "django-stack-backup-freshness@nosuchsite.service failed"
+    for _ in range(20):
+        logged = host.run(f"journalctl -q -t django-stack-backup -p crit --since @{since} --no-pager").stdout
+        if wanted in logged:
+            break
+        time.sleep(0.5)
+    assert wanted in logged
+    host.run("systemctl reset-failed 'django-stack-backup-freshness@nosuchsite.service' "
+             "'django-stack-backup-failed@*'")
+
+
+def test_the_backup_units_are_sandboxed(host):
+    """systemd-analyze security's exposure of the backup (root, with three capabilities) and of the
+    freshness check (root, none); docs/performance.md has the figures before and after."""
+    limits = {"django-stack-backup@demoapp.service": 3.0, "django-stack-backup-freshness@demoapp.service": 2.5}
+    for unit, limit in limits.items():
+        out = host.check_output(f"systemd-analyze security --no-pager {unit} | tail -1")
+        exposure = float(re.search(r"exposure level for \S+: ([0-9.]+)", out).group(1))
+        assert exposure <= limit, (unit, out)
+
+
 def test_restore_drill_checks_the_set_without_touching_the_site(host):
     output = playbook_ok("playbooks/restore-drill.yml")
     assert re.search(r"RPO [0-9.]+ h", output) and re.search(r"RTO [0-9.]+ s", output), output[-3000:]
     assert "no pending migration" in output
     assert host.run("runuser -u postgres -- psql -lqt | cut -d'|' -f1 | grep -qw demoapp_drill").rc != 0
     assert set(STATE["titles"]) <= set(notes(host))
+
+
+def test_no_secret_on_the_server_after_backups_and_a_drill(host):
+    assert_no_secret_on_the_host(host)
 
 
 def test_destroy_rebuild_and_restore_serve_the_same_data():
@@ -164,7 +241,7 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     )
     subprocess.run(["podman", "exec", SERVER, "systemctl", "is-system-running", "--wait"], capture_output=True,
                    timeout=120, check=False)
-    playbook_ok("site.yml")
+    playbook_ok("site.yml", verbose=False)  # timed: at -vvv below, once the data is back
     provisioned = time.monotonic()
     output = playbook_ok("playbooks/restore.yml")
     restored = time.monotonic()
@@ -184,3 +261,16 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     assert counter(host) == STATE["count"] + 1  # the restored row, incremented by this request
     print(f"\nRTO, fresh Debian 13 server -> serving the restored data of a Debian 12 one: {restored - started:.0f} s "
           f"(provisioning with site.yml {provisioned - started:.0f} s, restore {restored - provisioned:.0f} s)")
+
+
+def test_no_secret_in_converge_check_deploy_or_on_the_rebuilt_server():
+    """The rebuilt server, at -vvv: a converge (idempotent), --check --diff, a deploy; then the
+    journal, the world-readable files and the process lists, also while the nightly backup runs."""
+    import testinfra
+
+    host = testinfra.get_host(f"podman://{SERVER}")
+    for args in (["site.yml"], ["site.yml", "--check", "--diff"], ["playbooks/deploy.yml"]):
+        output = playbook_ok(*args)
+        if args == ["site.yml"]:
+            assert recap(output)[group_hosts("webservers")[0]]["changed"] == 0, output[-3000:]
+    assert_no_secret_on_the_host(host, while_running="django-stack-backup@demoapp.service")

@@ -62,7 +62,7 @@ def main() -> int:
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     ensure_key()
-    extra_env = {"django_app_extra_env": {"DJANGO_BENCH_SERVE_STATIC_AT": DJANGO_STATIC}}
+    extra_env = {"django_app_env": {"DJANGO_BENCH_SERVE_STATIC_AT": DJANGO_STATIC}}
     rows = {}
     with tempfile.TemporaryDirectory(prefix="djstack-bench-appserver-") as tmpdir:
         tmp = Path(tmpdir)

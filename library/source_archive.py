@@ -36,12 +36,12 @@ options:
   exclude:
     description:
       - Shell-style patterns of files and directories to leave out. A pattern that starts with
-        C(/) is anchored at O(src) and matched against the whole relative path (C(/static) is the
-        top-level C(static) directory only); any other pattern is matched against every path
+        C(/) is anchored at O(src) and matched against the whole relative path (C(/media) is the
+        top-level C(media) directory only); any other pattern is matched against every path
         component (C(__pycache__) anywhere).
     type: list
     elements: str
-    default: [".git", "__pycache__", "*.pyc", ".venv", "/venv", "node_modules", "/*.sqlite3", "/media", "/static", ".env"]
+    default: [".git", "__pycache__", "*.pyc", ".venv", "/venv", "node_modules", "/*.sqlite3", "/media", ".env"]
 attributes:
   check_mode:
     support: full
@@ -174,7 +174,7 @@ def main():
                 type="list",
                 elements="str",
                 default=[".git", "__pycache__", "*.pyc", ".venv", "/venv", "node_modules",
-                         "/*.sqlite3", "/media", "/static", ".env"],
+                         "/*.sqlite3", "/media", ".env"],
             ),
         ),
         supports_check_mode=True,

@@ -28,8 +28,11 @@ def project(tmp_path: Path) -> Path:
     (src / ".git").mkdir()
     (src / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
     (src / "db.sqlite3").write_bytes(b"SQLite")
-    (src / "static").mkdir()                      # collectstatic output at the root: left out
-    (src / "static" / "collected.css").write_text("x")
+    (src / "static").mkdir()                      # the project's own assets at the root: kept
+    (src / "static" / "site.css").write_text("x")
+    (src / "media").mkdir()                       # uploads of a development server: left out
+    (src / "media" / "upload.png").write_bytes(b"png")
+    (src / ".env").write_text("SECRET_KEY=dev\n")    # a developer's secrets: left out
     (src / "app" / "static" / "app").mkdir(parents=True)   # an app's own assets: kept
     (src / "app" / "static" / "app" / "site.css").write_text("body {}")
     return src
@@ -42,10 +45,27 @@ def test_builds_a_content_addressed_archive(tmp_path, project):
     assert Path(result["path"]).name == f"demo-{result['id']}.tar.gz"
     with tarfile.open(result["path"]) as tar:
         names = sorted(tar.getnames())
-    # .git, __pycache__, the root sqlite file and the root static/ are left out;
-    # app/static/ (an app's own assets) is kept.
-    assert names == ["app", "app/static", "app/static/app", "app/static/app/site.css", "app/views.py", "manage.py"]
-    assert result["files"] == 3
+    # .git, __pycache__, the root sqlite file, media/ and .env are left out; the root static/ and
+    # app/static/ (the project's and an app's own assets) are kept.
+    assert names == ["app", "app/static", "app/static/app", "app/static/app/site.css", "app/views.py", "manage.py",
+                     "static", "static/site.css"]
+    assert result["files"] == 4
+
+
+def test_the_roles_list_is_what_a_deploy_leaves_out(tmp_path, project):
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    exclude = yaml.safe_load((root / "roles/django_app/defaults/main.yml").read_text())["django_app_archive_exclude"]
+    result = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "out"), exclude=exclude)
+    with tarfile.open(result["path"]) as tar:
+        names = set(tar.getnames())
+    assert {"static/site.css", "app/static/app/site.css", "manage.py"} <= names
+    assert not names & {".env", "media", "media/upload.png", "db.sqlite3", ".git"}
+    # A project that collects into its root static/ says so.
+    again = run_module(tmp_path, src=str(project), dest_dir=str(tmp_path / "out2"), exclude=[*exclude, "/static"])
+    with tarfile.open(again["path"]) as tar:
+        assert "static/site.css" not in tar.getnames()
 
 
 def test_same_tree_gives_same_bytes_and_no_change(tmp_path, project):

@@ -147,6 +147,10 @@ APP_OK = {
         ({"django_app_env": {"9LIVES": "1"}}, None, ["django_app_env", "names"]),
         ({"django_app_env_preset": "dj12"}, None, ["django_app_env_preset"]),
         ({"django_app_extra_env": {"X": "1"}}, None, ["django_app_extra_env", "django_app_env"]),
+        ({"django_app_source": "git", "django_app_git_repo": "https://deploy:ghp_token@github.com/o/r.git"}, None,
+         ["django_app_git_repo", "django_app_git_key_file"]),
+        ({"django_app_source": "git", "django_app_git_repo": "ssh://git@example.com/r.git",
+          "django_app_git_key_file": "/nonexistent/key"}, None, ["django_app_git_key_file", "/nonexistent/key"]),
         ({"django_app_build_user": "django"}, None, ["django_app_build_user"]),
         ({"django_app_build_user": "root"}, None, ["django_app_build_user"]),
         ({"django_app_build_user": "Build User"}, None, ["django_app_build_user"]),
@@ -155,7 +159,7 @@ APP_OK = {
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-value-newline",
          "env-value-list", "env-name-command", "env-name-substitution", "env-name-digit", "unknown-env-preset",
-         "old-extra-env-name", "build-user-is-app-user", "build-user-root", "build-user-name",
+         "old-extra-env-name", "git-credentials-in-url", "git-key-file-missing", "build-user-is-app-user", "build-user-root", "build-user-name",
          "require-hashes-without-hashes"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):

@@ -15,6 +15,8 @@ SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(d
 # `make molecule-debian12` runs the default scenario on it.
 DEBIAN_RELEASE ?= trixie
 export DEBIAN_RELEASE
+# The inventory `make demo` converges the demo server with.
+INVENTORY ?= inventories/demo
 
 .PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver clean
 
@@ -31,8 +33,8 @@ images: deps ## Build the local test images of both releases (trixie and bookwor
 	@scripts/build-image.sh trixie
 	scripts/build-image.sh bookworm
 
-demo: image ## Start (or re-converge) the demo server: https://127.0.0.1:8443/
-	@scripts/demo.sh up
+demo: image ## Start (or re-converge) the demo server: https://127.0.0.1:8443/ (INVENTORY=<dir>: another inventory)
+	@INVENTORY="$(INVENTORY)" scripts/demo.sh up
 
 demo-destroy: ## Remove the demo server
 	@scripts/demo.sh destroy

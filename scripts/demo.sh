@@ -4,10 +4,15 @@
 # server, converged with site.yml.
 #   scripts/demo.sh up       start (or reuse) the server and converge it
 #   scripts/demo.sh destroy  remove it
+# INVENTORY=<dir> converges the same server with another inventory (make demo INVENTORY=...):
+# one whose host is 127.0.0.1:2222 like inventories/demo/hosts.yml, such as
+# examples/pingboard/inventory. Its vault password is <dir>/vault-password.txt when that exists;
+# extra arguments go to ansible-playbook (--ask-vault-pass, -e ...).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 NAME=${DEMO_CONTAINER:-djstack-demo}
+INVENTORY=${INVENTORY:-inventories/demo}
 IMAGE=localhost/djstack-debian:${DEBIAN_RELEASE:-trixie}
 SSH_DIR=.cache/ssh
 KEY=$SSH_DIR/id_ed25519
@@ -43,15 +48,22 @@ up() {
     elif [ "$(podman container inspect -f '{{.State.Running}}' "$NAME")" != "true" ]; then
         podman start "$NAME" >/dev/null
     fi
+    [ -e "$INVENTORY" ] || die "no inventory at $INVENTORY (INVENTORY=<dir>)"
+    local vault=()
+    [ -f "$INVENTORY/vault-password.txt" ] && vault=(--vault-id "demo@$INVENTORY/vault-password.txt")
     wait_for_ssh
-    ansible-playbook site.yml -i inventories/demo --vault-id demo@inventories/demo/vault-password.txt "$@"
+    echo "demo: converging with the inventory $INVENTORY"
+    ansible-playbook site.yml -i "$INVENTORY" "${vault[@]}" "$@"
+    local APP
+    APP=$(ssh -q -i "$KEY" -p 2222 -o BatchMode=yes -o UserKnownHostsFile="$SSH_DIR/known_hosts" root@127.0.0.1 \
+        'for f in /srv/*/current; do basename "$(dirname "$f")"; done | head -n 1')
     cat <<MSG
 
 The demo site is up:
   https://127.0.0.1:8443/        (self-signed certificate)
   http://127.0.0.1:8080/         (redirects to HTTPS)
   https://127.0.0.1:8443/admin/  (create a user: ssh -p 2222 -i $KEY root@127.0.0.1
-                                  runuser -u django -- /srv/demoapp/bin/manage createsuperuser)
+                                  runuser -u django -- /srv/$APP/bin/manage createsuperuser)
 Run 'make demo' again to re-converge, 'make demo-destroy' to remove it.
 MSG
 }

@@ -44,6 +44,7 @@ class HomeTests(PingboardTestCase):
         self.assertRegex(response.content.decode(), r'href="/static/css/pingboard\.[0-9a-f]{12}\.css"')
         self.assertRegex(response.content.decode(), r'src="/static/js/pingboard\.[0-9a-f]{12}\.js"')
 
+    @override_settings(SECURE_SSL_REDIRECT=True)  # what DEBUG=false sets
     def test_home_redirects_plain_http_to_https(self):
         response = self.client.get("/")
         self.assertEqual(response.status_code, 301)

@@ -1,0 +1,3 @@
+"""The release shown in the page footer."""
+
+VERSION = "B"

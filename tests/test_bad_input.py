@@ -247,6 +247,26 @@ def test_nginx_rejects_bad_acme_and_ocsp_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "nginx", {**ACME_OK, **extra}), *needles)
 
 
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"nginx_plain_http_paths": ["ping/"]}, ["nginx_plain_http_paths", "'ping/'"]),
+        ({"nginx_plain_http_paths": ["/ping me/"]}, ["nginx_plain_http_paths", "'/ping me/'"]),
+        ({"nginx_plain_http_paths": ["/ping/; return 200"]}, ["nginx_plain_http_paths", "'/ping/; return 200'"]),
+        ({"nginx_plain_http_paths": ["/ping/{"]}, ["nginx_plain_http_paths", "'/ping/{'"]),
+        ({"nginx_plain_http_paths": ["/"]}, ["nginx_plain_http_paths", "Refused in nginx_plain_http_paths: ['/']"]),
+        ({"nginx_plain_http_paths": ["/ping/", "/ping/"]}, ["nginx_plain_http_paths", "distinct"]),
+        ({"nginx_maintenance_exempt_paths": ["healthz"]}, ["nginx_maintenance_exempt_paths", "'healthz'"]),
+        ({"nginx_maintenance_exempt_paths": ["/healthz$"]}, ["nginx_maintenance_exempt_paths", "'/healthz$'"]),
+    ],
+    ids=["plain-http-path-relative", "plain-http-path-space", "plain-http-path-semicolon", "plain-http-path-brace",
+         "plain-http-path-root", "plain-http-path-twice", "maintenance-exempt-path-relative",
+         "maintenance-exempt-path-dollar"],
+)
+def test_nginx_rejects_bad_plain_http_and_maintenance_paths(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "nginx", extra), *needles)
+
+
 CELERY_OK = {"celery_beat_enabled": True}
 WORKER = {"name": "default", "queues": ["celery"]}
 

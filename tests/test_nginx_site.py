@@ -1,0 +1,183 @@
+"""The nginx role's site, rendered by Ansible's own template module with the role's defaults and
+vars, and read back structurally (no nginx needed): what the plain-HTTP server proxies, what it
+redirects, and which paths maintenance mode lets through (nginx_plain_http_paths,
+nginx_maintenance_exempt_paths)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+ROLE = ROOT / "roles" / "nginx"
+TEMPLATES = ["sites-available/django.conf", "snippets/security-headers.conf", "snippets/security-headers-plain-http.conf"]
+
+PLAY = """
+- name: Render the nginx role's site templates
+  hosts: localhost
+  gather_facts: false
+  vars_files:
+    - {defaults}
+    - {vars}
+  tasks:
+    - name: Render one template
+      ansible.builtin.template:
+        src: "{templates}/etc/nginx/{{{{ item }}}}.j2"
+        dest: "{{{{ out }}}}/{{{{ item | basename }}}}"
+        mode: "0644"
+      loop: {names}
+"""
+
+SITE = {"nginx_site_name": "demoapp", "nginx_server_names": ["example.com"],
+        "nginx_static_root": "/srv/demoapp/static", "nginx_media_root": "/srv/demoapp/shared/media",
+        "nginx_upstream": "unix:/run/gunicorn/demoapp.sock"}
+
+
+def render(tmp_path: Path, extra: dict) -> dict[str, str]:
+    play = tmp_path / "render.yml"
+    play.write_text(PLAY.format(defaults=ROLE / "defaults" / "main.yml", vars=ROLE / "vars" / "main.yml",
+                                templates=ROLE / "templates", names=json.dumps(TEMPLATES)))
+    out = tmp_path / "out"
+    out.mkdir()
+    variables = {**SITE, **extra, "out": str(out), "ansible_python_interpreter": sys.executable}
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
+         "-e", json.dumps(variables)],
+        capture_output=True, text=True, check=False, timeout=300,
+        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
+                 ANSIBLE_LOCALHOST_WARNING="false"),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    return {name: (out / Path(name).name).read_text() for name in TEMPLATES}
+
+
+def blocks(text: str, head: str) -> list[str]:
+    """Bodies of the top-level `head {...}` blocks of `text` (nginx syntax, comments removed), with
+    their nested blocks; `head` is a regular expression for what precedes the brace."""
+    text = re.sub(r"#[^\n]*", "", text)
+    found, depth, start = [], 0, None
+    for match in re.finditer(r"[{}]", text):
+        if match.group() == "{":
+            if depth == 0:
+                line = text[text.rfind("\n", 0, match.start()) + 1:match.start()].strip()
+                start = match.end() if re.fullmatch(head, line) else None
+            depth += 1
+        else:
+            depth -= 1
+            if depth == 0 and start is not None:
+                found.append(text[start:match.start()])
+                start = None
+    return found
+
+
+def directives(body: str) -> list[str]:
+    """The directives of a block at its own level (nested blocks left out), whitespace collapsed."""
+    flat, depth = [], 0
+    for char in re.sub(r"#[^\n]*", "", body):
+        depth += char == "{"
+        if depth == 0:
+            flat.append(char)
+        elif depth == 1 and char == "}":
+            flat.append(";")  # a nested block ends its statement, as a ";" does
+        depth -= char == "}"
+    return [" ".join(d.split()) for d in "".join(flat).split(";") if d.strip()]
+
+
+def plain_http_server(site: str) -> str:
+    """The plain-HTTP server of the site's own names (not the default server nor the catch-all)."""
+    servers = [body for body in blocks(site, "server")
+               if "server_name example.com" in directives(body) and not any("ssl" in d for d in directives(body)
+                                                                            if d.startswith("listen"))]
+    assert len(servers) == 1, servers
+    return servers[0]
+
+
+def https_server(site: str) -> str:
+    servers = [body for body in blocks(site, "server")
+               if "server_name example.com" in directives(body) and "listen 443 ssl http2" in directives(body)]
+    assert len(servers) == 1, servers
+    return servers[0]
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("plain"), {
+        "nginx_plain_http_paths": ["/ping/", "/hooks/github"],
+        "nginx_maintenance_exempt_paths": ["/healthz", "/status/ready"],
+    })
+
+
+@pytest.fixture(scope="module")
+def default(tmp_path_factory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("default"), {})
+
+
+def test_each_plain_http_path_is_proxied_to_the_app_like_https(plain):
+    server = plain_http_server(plain["sites-available/django.conf"])
+    https_root = blocks(https_server(plain["sites-available/django.conf"]), r"location /")
+    assert len(https_root) == 1
+    proxying = [d for d in directives(https_root[0]) if d.startswith(("proxy_", "proxy_hide_header"))]
+    assert "proxy_pass http://demoapp_app" in proxying
+    for path in ("/ping/", "/hooks/github"):
+        found = blocks(server, rf"location \^~ {re.escape(path)}")
+        assert len(found) == 1, (path, server)
+        location = directives(found[0])
+        # The same proxying as HTTPS: upstream, headers (X-Forwarded-Proto from $scheme: http here).
+        assert [d for d in location if d.startswith("proxy_")] == proxying
+        assert "proxy_set_header X-Forwarded-Proto $scheme" in location
+        # The security headers but HSTS, and the maintenance rule.
+        assert "include snippets/demoapp-security-headers-plain-http.conf" in location
+        assert "include snippets/demoapp-security-headers.conf" not in location
+        assert [directives(b) for b in blocks(found[0], r"if \(\$maintenance\)")] == [["return 503"]]
+
+
+def test_the_rest_of_plain_http_still_redirects_to_https(plain, default):
+    for rendered in (plain, default):
+        server = plain_http_server(rendered["sites-available/django.conf"])
+        root = blocks(server, "location /")
+        assert len(root) == 1
+        assert directives(root[0]) == ["return 301 https://$host$request_uri"]
+    # Without nginx_plain_http_paths the HTTP server proxies nothing and checks no flag file.
+    server = plain_http_server(default["sites-available/django.conf"])
+    assert "proxy_pass" not in server and "$maintenance" not in server
+
+
+def test_plain_http_maintenance_follows_the_https_rule(plain):
+    server = directives(plain_http_server(plain["sites-available/django.conf"]))
+    https = directives(https_server(plain["sites-available/django.conf"]))
+    rule = [d for d in https if d.startswith(("set $maintenance", "if (")) and d != "if ($maintenance)"]
+    assert len(rule) == 4, https
+    assert rule == [d for d in server if d.startswith(("set $maintenance", "if ("))]
+    # HTTPS answers 503 for every path; plain HTTP only in its proxied locations (the redirect stays).
+    assert "if ($maintenance)" in https and "if ($maintenance)" not in server
+    assert "error_page 503 @maintenance" in server
+    page = blocks(plain_http_server(plain["sites-available/django.conf"]), "location @maintenance")
+    assert len(page) == 1 and "include snippets/demoapp-security-headers-plain-http.conf" in directives(page[0])
+
+
+def test_the_maintenance_map_holds_exactly_the_exempt_paths(plain, default):
+    for rendered, paths in ((plain, ["/healthz", "/status/ready"]), (default, ["/healthz"])):
+        site = rendered["sites-available/django.conf"]
+        found = blocks(site, r"map \$uri \$demoapp_maintenance_exempt_path")
+        assert len(found) == 1, site
+        assert directives(found[0]) == ["default 0", *(f"{path} 1" for path in paths)]
+        # The HTTPS server reads the map; no literal path is left in its maintenance rule.
+        https = https_server(site)
+        assert "if ($demoapp_maintenance_exempt_path)" in " ".join(https.split())
+        assert "$uri =" not in https
+
+
+def test_hsts_only_in_the_https_snippet(plain):
+    assert "Strict-Transport-Security" in plain["snippets/security-headers.conf"]
+    assert "Strict-Transport-Security" not in plain["snippets/security-headers-plain-http.conf"]
+    https_headers = [line for line in plain["snippets/security-headers.conf"].splitlines()
+                     if line.startswith("add_header") and "Strict-Transport-Security" not in line]
+    plain_headers = [line for line in plain["snippets/security-headers-plain-http.conf"].splitlines()
+                     if line.startswith("add_header")]
+    assert plain_headers == https_headers and len(plain_headers) == 4

@@ -55,10 +55,12 @@ lint: deps ## yamllint, ansible-lint (production profile), role docs in sync wit
 	python scripts/render-role-docs.py --check
 	ANSIBLE_VAULT_IDENTITY_LIST=demo@inventories/demo/vault-password.txt ansible-lint
 
-unit: deps ## Python tests: roles' interfaces and boundaries, modules, the demo app (no containers)
+unit: deps ## Python tests: roles' interfaces and boundaries, modules, the example projects (no containers)
 	@pytest -p no:cacheprovider -m "not container" tests
 	cd examples/demoapp && DJANGO_DB_ENGINE=sqlite DJANGO_SECRET_KEY=unit-tests-only-$$(printf 'x%.0s' {1..50}) \
 	  DJANGO_ALLOWED_HOSTS=testserver DJANGO_SECURE_SSL_REDIRECT=false \
+	  $(VENV)/bin/python manage.py test --noinput -v 1
+	cd $(CURDIR)/examples/pingboard && SECRET_KEY=unit-tests-only-$$(printf 'x%.0s' {1..50}) ALLOWED_HOSTS=testserver \
 	  $(VENV)/bin/python manage.py test --noinput -v 1
 
 unit-containers: image ## Module tests against a real service in a throwaway container of DEBIAN_RELEASE (rabbitmq_accounts)

@@ -198,10 +198,10 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
     return skipped
 
 
-def app_version(tree: Path, overlays: list[Path] = (), version: str | None = None) -> Path:
-    """A version of the demo app on the controller: examples/demoapp, then each overlay
-    directory copied over it, then (optionally) another version string."""
-    shutil.copytree(PROJECT_DIR / "examples" / "demoapp", tree, ignore=_ignore)
+def app_version(tree: Path, overlays: list[Path] = (), version: str | None = None, project: Path | None = None) -> Path:
+    """A version of the demo app (or of `project`) on the controller: its directory, then each
+    overlay directory copied over it, then (optionally) another version string (demo app only)."""
+    shutil.copytree(project or PROJECT_DIR / "examples" / "demoapp", tree, ignore=_ignore)
     for overlay in overlays:
         shutil.copytree(overlay, tree, dirs_exist_ok=True, ignore=_ignore)
     if version:

@@ -44,6 +44,9 @@ ROLE_INPUTS = {
               "nginx_upstream": "unix:/run/gunicorn/demoapp.sock"},
     "celery": {"celery_app_module": APP["name"], "celery_user": APP["user"], "celery_group": APP["group"],
                "celery_virtualenv": APP["venv"], "celery_working_dir": APP["current"], "celery_env_file": APP["env"]},
+    "django_processes": {"django_processes_app_name": APP["name"], "django_processes_user": APP["user"],
+                         "django_processes_group": APP["group"], "django_processes_virtualenv": APP["venv"],
+                         "django_processes_working_dir": APP["current"], "django_processes_env_file": APP["env"]},
     "backup": {"backup_name": APP["name"], "backup_db_name": APP["name"], "backup_db_owner": APP["name"],
                "backup_media_root": APP["root"] + "/shared/media", "backup_media_owner": APP["user"],
                "backup_media_group": APP["group"], "backup_release_path": APP["current"],
@@ -287,6 +290,39 @@ def test_celery_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "celery", {**CELERY_OK, **extra}), *needles)
 
 
+PROCESS = {"name": "sendalerts", "command": ["python", "manage.py", "sendalerts"]}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"django_processes": [{**PROCESS, "replica": False}]}, ["django_processes", "replica"]),
+        ({"django_processes": [{"name": "sendalerts"}]}, ["django_processes", "command"]),
+        ({"django_processes": [{**PROCESS, "environment": {"X=1; Y": "1"}}]},
+         ["django_processes", "environment names", "sendalerts", "X=1; Y"]),
+        ({"django_processes": [{**PROCESS, "environment": {"GREETING": "hello\nExecStartPre=/bin/true"}}]},
+         ["django_processes", "sendalerts", "GREETING"]),
+        ({"django_processes": [{**PROCESS, "environment": {"GREETING": 'say "hi"'}}]},
+         ["django_processes", "double quote", "sendalerts: \"GREETING\""]),
+        ({"django_processes": [{**PROCESS, "name": "Send_Alerts"}]}, ["django_processes", "Send_Alerts"]),
+        ({"django_processes": [PROCESS, {**PROCESS, "command": ["python", "manage.py", "other"]}]},
+         ["django_processes", "unique", "sendalerts"]),
+        ({"django_processes": [{**PROCESS, "command": ["bin/run"]}]}, ["django_processes", "absolute", "sendalerts"]),
+        ({"django_processes": [{**PROCESS, "instances": 0}]}, ["django_processes", "instances", "sendalerts"]),
+        ({"django_processes": [{**PROCESS, "read_write_paths": ["srv/media"]}]},
+         ["django_processes", "read_write_paths", "srv/media"]),
+        ({"django_processes_user": "root"}, ["django_processes_user"]),
+        ({"django_processes": [{**PROCESS, "replicas": False}], "django_processes_singleton_host": "nohost"},
+         ["django_processes_singleton_host", "nohost"]),
+    ],
+    ids=["unknown-process-option", "command-missing", "env-name-not-identifier", "env-value-newline",
+         "env-value-quote", "bad-name", "duplicate-names", "relative-program", "no-instance", "relative-path",
+         "user-root", "singleton-host-unknown"],
+)
+def test_django_processes_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "django_processes", extra), *needles)
+
+
 RABBITMQ_OK = {"rabbitmq_erlang_cookie": "C" * 32}
 
 
@@ -372,6 +408,7 @@ LINE_BREAKS = {
     "gunicorn": {"gunicorn_wsgi_app": "demoapp.wsgi:application\nExecStartPre=/bin/true"},
     "apache_wsgi": {"apache_wsgi_wsgi_app": "demoapp.wsgi:application\nx"},
     "celery": {**CELERY_OK, "celery_app_module": "demoapp\nExecStartPre=/bin/true"},
+    "django_processes": {"django_processes_read_write_paths": ["/srv/demoapp/shared/media\nExecStartPre=/bin/true"]},
     "solr": {"solr_core_name": "demoapp", "solr_app_manage": "/srv/demoapp/bin/manage\nx"},
     "backup": {**BACKUP_OK, "backup_s3_region": "us-east-1\n"},
     "django_app": {**APP_OK, "django_app_wsgi_module": "demoapp.wsgi\nx"},

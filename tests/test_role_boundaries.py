@@ -64,9 +64,9 @@ def names_read_by(path: Path) -> set[str]:
 
 
 def owner(name: str) -> str | None:
-    """The role whose prefix a variable carries (role_x or _role_x), or whose name it is, if any."""
+    """The role whose prefix a variable carries (role_x or _role_x), if any."""
     bare = name.lstrip("_")
-    matches = [r for r in ROLES if bare == r or bare.startswith(r + "_")]
+    matches = [r for r in ROLES if bare.startswith(r + "_")]
     return max(matches, key=len) if matches else None
 
 

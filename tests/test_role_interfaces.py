@@ -59,8 +59,7 @@ def test_public_variables_are_prefixed_and_commented(role):
     path = ROOT / "roles" / role / "defaults/main.yml"
     lines = path.read_text().splitlines()
     for name in load(path):
-        # A role's main list may carry the role's own name (django_processes).
-        assert name == role or name.startswith(role + "_"), f"{role}: {name} lacks the {role}_ prefix"
+        assert name.startswith(role + "_"), f"{role}: {name} lacks the {role}_ prefix"
         idx = next(i for i, line in enumerate(lines) if line.startswith(name + ":"))
         above = [line for line in lines[max(0, idx - 8):idx] if line.strip()]
         assert any(line.lstrip().startswith("#") for line in above), f"{role}: {name} has no comment"

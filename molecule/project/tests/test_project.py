@@ -147,7 +147,7 @@ def test_a_release_whose_pages_fail_is_refused_before_it_goes_live(host, version
 
 def test_a_process_dropped_from_the_list_is_stopped_and_removed(host, versions):
     result = run_playbook("playbooks/app.yml", "-e", "django_app_source=archive",
-                          "-e", f"django_app_source_path={versions['B']}", "-e", '{"django_processes": []}')
+                          "-e", f"django_app_source_path={versions['B']}", "-e", '{"django_processes_list": []}')
     assert result.returncode == 0, result.stdout[-3000:]
     assert current_release(host) == STATE["B"]
     assert not host.file("/etc/systemd/system/django-pingboard-sendalerts@.service").exists

@@ -186,6 +186,53 @@ def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
 
 
 @pytest.mark.parametrize(
+    ("urls", "needles"),
+    [
+        ([{"path": "healthz"}], ["django_app_healthcheck_urls", '"healthz"', "must start with /"]),
+        ([{"path": "/ok then"}], ["django_app_healthcheck_urls", "whitespace"]),
+        ([{"path": "/healthz", "expect": 200}], ["django_app_healthcheck_urls", "expect"]),
+        ([{"path": "/healthz", "status": 0}], ["django_app_healthcheck_urls", "status 0", "between 100 and 599"]),
+        ([{"path": "/"}, {"path": "/healthz", "status": [200, 600]}], ["django_app_healthcheck_urls", "entry 2", "600"]),
+    ],
+    ids=["no-leading-slash", "whitespace", "unknown-key", "status-zero", "status-in-list-too-high"],
+)
+def test_django_app_rejects_bad_healthcheck_urls(tmp_path, urls, needles):
+    result = run_role(tmp_path, "django_app", {**APP_OK, "django_app_healthcheck_urls": urls})
+    assert_rejected(result, *needles)
+
+
+def test_django_app_accepts_healthcheck_urls_with_statuses_and_text(tmp_path):
+    """The same check passes good entries: the failures above come from the bad values."""
+    urls = [{"path": "/healthz"}, {"path": "/", "status": [200, 302], "contains": "Notes"}, {"path": "/x?y=1", "status": 404}]
+    result = run_role(tmp_path, "django_app", {**APP_OK, "django_app_healthcheck_urls": urls, "django_app_build_user": "root"})
+    out = result.stdout + result.stderr
+    # It went past the URL check to a later one, which failed.
+    assert result.returncode != 0 and "django_app_build_user" in out, out[-3000:]
+    assert "django_app_healthcheck_urls" not in out, out[-3000:]
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "looked_for"),
+    [
+        ("django_app_settings_module", "mysite.settings", "mysite/settings.py"),
+        ("django_app_wsgi_module", "mysite.wsgi:application", "mysite/wsgi.py"),
+    ],
+    ids=["settings-module", "wsgi-module"],
+)
+def test_django_app_refuses_an_archive_source_without_the_named_module(tmp_path, variable, value, looked_for):
+    """A wrong app name or settings module is found before anything is built, not at collectstatic."""
+    project = tmp_path / "project"
+    (project / "demoapp").mkdir(parents=True)
+    (project / "manage.py").write_text("#!/usr/bin/env python\n")
+    (project / "demoapp" / "__init__.py").write_text("")
+    (project / "demoapp" / "settings.py").write_text("")
+    (project / "demoapp" / "wsgi.py").write_text("")
+    (project / "requirements.txt").write_text("Django==5.2\n")
+    result = run_role(tmp_path, "django_app", {**APP_OK, "django_app_source_path": str(project), variable: value})
+    assert_rejected(result, variable, str(project / looked_for))
+
+
+@pytest.mark.parametrize(
     ("role", "extra", "needles"),
     [
         ("common", {"common_timezone": "Europe/Berlin; rm -rf /"}, ["common_timezone"]),

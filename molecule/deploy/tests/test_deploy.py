@@ -1,8 +1,10 @@
-"""Release-based deploys, in order: A (converged) -> B -> failed C -> rollback to A -> D -> refused rollback.
+"""Release-based deploys, in order: A (converged) -> B -> failed C -> rollback to A -> D -> refused
+rollback -> E refused at the gate.
 
 Versions are the demo app plus the files under molecule/deploy/versions/<X>/ (C builds on B):
 B changes the version shown and adds a reversible migration (notes.0002_note_pinned), C adds a
-migration that fails, D adds an irreversible data migration to A.
+migration that fails, D adds an irreversible data migration to A, E (on D) answers its health page
+with 200 and its home page with 500: the gate before the switch refuses it.
 """
 
 from __future__ import annotations
@@ -37,9 +39,9 @@ STATE: dict[str, str] = {}  # release ids seen by earlier tests (they run in fil
 
 @pytest.fixture(scope="module")
 def app_versions(tmp_path_factory) -> dict[str, Path]:
-    """Source trees of versions B, C and D on the controller."""
+    """Source trees of versions B, C, D and E on the controller."""
     root = tmp_path_factory.mktemp("app-versions")
-    layers = {"B": ["B"], "C": ["B", "C"], "D": ["D"]}
+    layers = {"B": ["B"], "C": ["B", "C"], "D": ["D"], "E": ["D", "E"]}
     return {name: app_version(root / name, [VERSIONS / layer for layer in overlays])
             for name, overlays in layers.items()}
 
@@ -181,3 +183,18 @@ def test_a_task_survives_its_worker_being_killed(host):
         raise AssertionError(diagnostics.stdout + diagnostics.stderr) from None
     assert run["attempts"] == 2, run
     assert host.service("celery-worker@default.service").is_running
+
+
+def test_the_gate_refuses_a_release_whose_home_page_fails(host, app_versions):
+    """E's health page answers 200, its home page 500: the side-socket gate asks every URL of
+    django_app_healthcheck_urls (the demo inventory lists / too), so E never goes live."""
+    before = current_release(host)
+    pid = main_pid(host)
+    result = deploy(app_versions["E"])
+    output = result.stdout + result.stderr  # failures may be printed on stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "GET / answered 500, expected 200" in output, output[-3000:]
+    assert "the home page is broken on purpose" in output, output[-3000:]
+    assert current_release(host) == before  # nothing was switched
+    assert health(host)["release"] == before
+    assert main_pid(host) == pid  # nor reloaded

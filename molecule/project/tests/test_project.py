@@ -164,7 +164,7 @@ def test_a_release_failing_only_through_nginx_is_rolled_back_after_the_switch(ho
     result = archive_deploy(versions["proxied-fail"], "-e", "django_app_healthcheck_timeout=6")
     output = result.stdout + result.stderr
     assert result.returncode != 0
-    failed = re.search(r"Verify through nginx failed for release (\S+)", output)
+    failed = re.search(r"Verify through nginx failed for release ([0-9]{8}T[0-9]{6}Z-[0-9a-f]{12})", output)
     assert failed, output[-3000:]
     assert f"Rolled back to release {STATE['B']}, which now answers as expected" in output, output[-3000:]
     assert "GET / answered 500, expected 200" in output
@@ -183,4 +183,4 @@ def test_a_process_dropped_from_the_list_is_stopped_and_removed(host, versions):
     assert current_release(host) == STATE["B"]
     assert not host.file("/etc/systemd/system/django-pingboard-sendalerts@.service").exists
     assert host.run(f"systemctl is-active {PROCESS}").stdout.strip() in {"inactive", "unknown"}
-    assert not host.run("pgrep -f 'manage.py sendalerts'").stdout.strip()
+    assert not host.run(f"pgrep -u {APP_USER} -f 'manage.py sendalerts'").stdout.strip()

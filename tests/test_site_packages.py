@@ -84,7 +84,7 @@ def tier_conditions() -> dict[str, list[tuple[str, object]]]:
 
 
 def base_imports() -> dict[str, dict]:
-    play = load(ROOT / "playbooks" / "base.yml")[0]
+    play = next(p for p in load(ROOT / "playbooks" / "base.yml") if "hosts" in p)
     return {t["ansible.builtin.import_role"]["name"]: t for t in play["pre_tasks"]
             if t.get("ansible.builtin.import_role", {}).get("tasks_from") == "packages"}
 

@@ -176,9 +176,8 @@ def test_a_release_failing_only_through_nginx_is_rolled_back_after_the_switch(ho
     assert cwd(host, pid) == f"{APP_ROOT}/releases/{STATE['B']}"
 
 
-def test_a_process_dropped_from_the_list_is_stopped_and_removed(host, versions):
-    result = run_playbook("playbooks/app.yml", "-e", "django_app_source=archive",
-                          "-e", f"django_app_source_path={versions['B']}", "-e", '{"django_processes_list": []}')
+def test_a_process_dropped_from_the_list_is_stopped_and_removed(host):
+    result = run_playbook("playbooks/app.yml", "--tags", "django_processes", "-e", '{"django_processes_list": []}')
     assert result.returncode == 0, result.stdout[-3000:]
     assert current_release(host) == STATE["B"]
     assert not host.file("/etc/systemd/system/django-pingboard-sendalerts@.service").exists

@@ -15,6 +15,8 @@ SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(d
 # `make molecule-debian12` runs the default scenario on it.
 DEBIAN_RELEASE ?= trixie
 export DEBIAN_RELEASE
+# How many scenarios `make molecule` runs side by side (scripts/molecule-lanes.sh); 1: one by one.
+MOLECULE_LANES ?= 2
 # The inventory `make demo` converges the demo server with.
 INVENTORY ?= inventories/demo
 
@@ -66,10 +68,8 @@ unit: deps ## Python tests: roles' interfaces and boundaries, modules, the examp
 unit-containers: image ## Module tests against a real service in a throwaway container of DEBIAN_RELEASE (rabbitmq_accounts)
 	@pytest -p no:cacheprovider -m container tests
 
-molecule: images ## Every Molecule scenario on trixie (create, converge, idempotence, verify, destroy); rebuild starts on bookworm
-	@for s in $(SCENARIOS); do
-	  DEBIAN_RELEASE=trixie molecule test -s $$s || { echo "make molecule: scenario $$s failed on trixie"; exit 1; }
-	done
+molecule: images ## Every Molecule scenario on trixie (create, converge, idempotence, verify, destroy), in MOLECULE_LANES lanes; rebuild starts on bookworm
+	@scripts/molecule-lanes.sh $(MOLECULE_LANES) $(SCENARIOS)
 
 molecule-debian12: images ## The default scenario on Debian 12 (bookworm): every check of the all-in-one server (not in make test)
 	@DEBIAN_RELEASE=bookworm molecule test -s default

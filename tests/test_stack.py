@@ -1,0 +1,205 @@
+"""The inventory's shape (roles/stack, playbooks/preflight.yml, playbooks/vars/wiring.yml).
+
+The wiring each host gets is derived from the inventory's groups and each host's
+stack_private_address; an inventory whose tiers cannot reach each other, or whose roles' inputs are
+wrong, stops the run on every host before any change. The hosts here are names with a local
+connection: only the checks and the derivation run, which read the inventory and nothing else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Production's shape: a database host, a cache host, two web servers (the first also takes the
+# backups), one host for the broker, the workers and Solr.
+SPLIT = {
+    "dbservers": {"db1": {"stack_private_address": "10.0.0.10"}},
+    "cacheservers": {"cache1": {"stack_private_address": "10.0.0.11"}},
+    "webservers": {"web1": {"stack_private_address": "10.0.0.21"},
+                   "web2": {"ansible_host": "10.0.0.22"}},
+    "brokers": {"worker1": {"stack_private_address": "fd00::31"}},
+    "workers": {"worker1": {"celery_beat_enabled": True}},
+    "searchservers": {"worker1": {}},
+    "backupservers": {"web1": {}},
+}
+ALL_IN_ONE = {group: {"stack": {}} for group in
+              ("dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers")}
+
+SHOW = """
+- name: Check the inventory first, as site.yml does
+  ansible.builtin.import_playbook: {preflight}
+
+- name: Show what each host is wired with
+  hosts: all
+  gather_facts: false
+  vars_files: [{wiring}]
+  tasks:
+    - name: Derive the addresses
+      ansible.builtin.import_role:
+        name: stack
+        tasks_from: wiring
+    - name: Write them down
+      ansible.builtin.copy:
+        dest: "{out}/{{{{ inventory_hostname }}}}.json"
+        content: "{{{{ dict(stack_wired_variables | zip(query('ansible.builtin.vars', *stack_wired_variables))) | to_json }}}}"
+        mode: "0600"
+      delegate_to: localhost
+"""
+
+
+def make_inventory(tmp_path: Path, groups: dict, extra_vars: dict | None = None) -> Path:
+    """An inventory directory: the groups given, the demo's settings and (vaulted) secrets."""
+    inv = tmp_path / "inventory"
+    shutil.copytree(ROOT / "inventories" / "demo" / "group_vars", inv / "group_vars")
+    settings = inv / "group_vars" / "all" / "vars.yml"
+    text = settings.read_text().replace(
+        'django_app_source_path: "{{ inventory_dir }}/../../examples/demoapp"',
+        f"django_app_source_path: {ROOT / 'examples' / 'demoapp'}")
+    settings.write_text(text)
+    (inv / "group_vars" / "all" / "zz-test.yml").write_text(yaml.safe_dump(
+        {"ansible_connection": "local", "ansible_python_interpreter": sys.executable, **(extra_vars or {})}))
+    hosts = {"all": {"children": {g: {"hosts": h} for g, h in groups.items()}}}
+    (inv / "hosts.yml").write_text(yaml.safe_dump(hosts))
+    return inv
+
+
+def run(inv: Path, playbook: Path, *args: str) -> subprocess.CompletedProcess:
+    env = dict(
+        os.environ,
+        ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
+        ANSIBLE_LIBRARY=str(ROOT / "library"),
+        ANSIBLE_MODULE_UTILS=str(ROOT / "module_utils"),
+        ANSIBLE_VAULT_IDENTITY_LIST=f"demo@{ROOT / 'inventories' / 'demo' / 'vault-password.txt'}",
+        ANSIBLE_INJECT_FACT_VARS="false",
+        ANSIBLE_NOCOLOR="1",
+        ANSIBLE_FORKS="10",
+        ANSIBLE_LOCALHOST_WARNING="false",
+    )
+    return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(playbook), *args],
+                          capture_output=True, text=True, env=env, timeout=300, check=False)
+
+
+def wiring(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = None):
+    """playbooks/preflight.yml, then what each host is wired with, written down only by a run that
+    went past the checks: (the run, host -> wired variables)."""
+    inv = make_inventory(tmp_path, groups, extra_vars)
+    out = tmp_path / "wired"
+    out.mkdir()
+    play = tmp_path / "show.yml"
+    play.write_text(SHOW.format(preflight=ROOT / "playbooks" / "preflight.yml",
+                                wiring=ROOT / "playbooks" / "vars" / "wiring.yml", out=out))
+    result = run(inv, play, *args)
+    wired = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    return result, wired
+
+
+def passing(tmp_path: Path, groups: dict) -> dict[str, dict]:
+    result, wired = wiring(tmp_path, groups)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    return wired
+
+
+def test_split_layout_passes_and_each_host_is_wired_from_the_inventory(tmp_path):
+    w = passing(tmp_path, SPLIT)
+    # The app reaches each service at its host's private address; IPv6 in brackets where a port follows.
+    for host in ("web1", "web2", "worker1"):
+        assert w[host]["django_app_db_host"] == "10.0.0.10"
+        assert w[host]["django_app_cache_locations"] == ["10.0.0.11:11211"]
+        assert w[host]["django_app_solr_url"] == "http://[fd00::31]:8983/solr/demoapp"
+    assert w["web1"]["django_app_celery_broker_host"] == "fd00::31"
+    assert w["worker1"]["django_app_celery_broker_host"] == "127.0.0.1"
+    # PostgreSQL listens on its private address and lets in exactly the hosts that connect, for the app's role.
+    assert w["db1"]["postgresql_listen_addresses"] == ["localhost", "10.0.0.10"]
+    assert w["db1"]["postgresql_hba_clients"] == [
+        {"database": "all", "user": "demoapp", "address": a} for a in ("10.0.0.21/32", "10.0.0.22/32", "fd00::31/128")]
+    assert {r["name"]: r["sources"] for r in w["db1"]["firewall_rules"]} == {
+        "postgresql": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
+    # memcached: the web servers and the worker; RabbitMQ and Solr: the web servers (the worker is local).
+    assert w["cache1"]["memcached_listen_address"] == "127.0.0.1,10.0.0.11"
+    assert {r["name"]: r["sources"] for r in w["cache1"]["firewall_rules"]} == {
+        "memcached": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
+    assert w["worker1"]["rabbitmq_listen_addresses"] == ["127.0.0.1", "fd00::31"]
+    assert w["worker1"]["solr_listen_address"] == "fd00::31"
+    assert {r["name"]: r["sources"] for r in w["worker1"]["firewall_rules"]} == {
+        "rabbitmq": ["10.0.0.21", "10.0.0.22"], "solr": ["10.0.0.21", "10.0.0.22"]}
+    # The web servers serve nothing to other hosts of the stack; nothing else listens beyond loopback.
+    assert w["web2"]["firewall_rules"] == [] and w["web2"]["postgresql_listen_addresses"] == ["localhost"]
+    assert w["db1"]["memcached_listen_address"] == "127.0.0.1"
+    # The backups dump over the network from web1.
+    assert w["web1"]["backup_db_host"] == "10.0.0.10"
+
+
+def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
+    w = passing(tmp_path, ALL_IN_ONE)["stack"]
+    assert w["django_app_db_host"] == "127.0.0.1"
+    assert w["django_app_celery_broker_host"] == "127.0.0.1"
+    assert w["django_app_solr_url"] == "http://127.0.0.1:8983/solr/demoapp"
+    assert w["postgresql_listen_addresses"] == ["localhost"] and w["postgresql_hba_clients"] == []
+    assert w["memcached_listen_address"] == "127.0.0.1"
+    assert w["rabbitmq_listen_addresses"] == ["127.0.0.1"] and w["solr_listen_address"] == "127.0.0.1"
+    assert w["firewall_rules"] == []
+    assert w["backup_db_host"] == "/var/run/postgresql"
+
+
+def refused(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = None) -> str:
+    """A run that stopped in the checks: no host changed, and no host went on to the next play."""
+    result, wired = wiring(tmp_path, groups, *args, extra_vars=extra_vars)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0, out[-3000:]
+    assert "changed=0" in out and "changed=1" not in out, out[-2000:]
+    assert wired == {}, f"hosts went past the checks: {sorted(wired)}"
+    return out
+
+
+# One inventory with every kind of shape problem: each is named, all in the same run.
+BAD = {
+    **SPLIT,
+    "dbservers": {"db1": {"stack_private_address": "10.0.0.10"}, "db2": {"stack_private_address": "10.0.0.12"}},
+    "webservers": {"web1": {"stack_private_address": "10.0.0.21"},
+                   "web2": {"ansible_host": "203.0.113.7", "django_app_db_host": "10.9.9.9"}},
+    "workers": {"worker1": {"celery_beat_enabled": True},
+                "worker2": {"ansible_host": "worker2.example.com", "celery_beat_enabled": True}},
+}
+
+
+def test_a_bad_inventory_stops_every_host_before_any_change_naming_each_problem(tmp_path):
+    out = refused(tmp_path, BAD)
+    for needle in ["2 host(s) in the dbservers group (db1, db2)",
+                   "celery beat is enabled on worker1, worker2", "at most one host",
+                   "outside the private networks", "web2 (203.0.113.7)",
+                   "no IP address to be reached at", "worker2. Set stack_private_address",
+                   "sets django_app_db_host, which the playbooks derive"]:
+        assert needle in " ".join(out.split()), f"{needle!r} not in:\n{out[-4000:]}"
+
+
+def test_an_inventory_without_a_database_host_is_refused(tmp_path):
+    out = refused(tmp_path, {g: h for g, h in SPLIT.items() if g != "dbservers"})
+    assert "0 host(s) in the dbservers group (none); the app needs exactly one" in " ".join(out.split()), out[-3000:]
+
+
+def test_a_bad_secret_is_named_readably_and_stops_every_host(tmp_path):
+    out = refused(tmp_path, SPLIT, extra_vars={"rabbitmq_erlang_cookie": "short"})
+    assert "rabbitmq on worker1:\n  - rabbitmq_erlang_cookie must be 20 to 255 letters and digits" in out, out[-3000:]
+    assert "argument_spec_data" not in out
+
+
+def test_a_type_error_is_named_one_per_line_without_the_spec(tmp_path):
+    out = refused(tmp_path, ALL_IN_ONE, extra_vars={"django_app_keep_releases": "several"})
+    assert "django_app on stack:\n  - argument 'django_app_keep_releases' is of type" in out, out[-3000:]
+    assert "argument_spec_data" not in out
+
+
+def test_check_mode_on_a_server_never_converged_says_why(tmp_path):
+    out = refused(tmp_path, ALL_IN_ONE, "--check")
+    assert "stack was never converged by this project: --check cannot foresee a first converge" in " ".join(out.split()), \
+        out[-3000:]

@@ -203,3 +203,12 @@ def test_check_mode_on_a_server_never_converged_says_why(tmp_path):
     out = refused(tmp_path, ALL_IN_ONE, "--check")
     assert "stack was never converged by this project: --check cannot foresee a first converge" in " ".join(out.split()), \
         out[-3000:]
+
+
+def test_the_architecture_page_lists_exactly_the_derived_variables():
+    wired = yaml.safe_load((ROOT / "playbooks" / "vars" / "wiring.yml").read_text())
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    section = text.split("## Derived from the inventory", 1)[1].split("\n## ", 1)[0]
+    listed = {line.split("`")[1] for line in section.splitlines() if line.startswith("| `")}
+    assert listed == set(wired["stack_wired_variables"])
+    assert set(wired) - {"stack_wired_variables"} == listed, "wiring.yml sets a variable it does not declare"

@@ -18,8 +18,9 @@ IMAGE = f"localhost/djstack-debian:{os.environ.get('DEBIAN_RELEASE', 'trixie')}"
 KEY = ROOT / ".cache" / "ssh" / "id_ed25519"
 VAULT_ID = f"demo@{ROOT / 'inventories' / 'demo' / 'vault-password.txt'}"
 # runc, not crun, and explicit limits: see scripts/build-image.sh. SYS_ADMIN: what systemd needs to
-# apply the units' sandboxing, as on a real server.
-BASE_ARGS = ["--runtime=runc", "--cap-add", "SYS_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
+# apply the units' sandboxing; NET_ADMIN: what the firewall role needs to load its nftables table;
+# both as on a real server.
+BASE_ARGS = ["--runtime=runc", "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:

@@ -39,9 +39,10 @@ up() {
         rm -f "$SSH_DIR/known_hosts"
         echo "demo: starting a fresh server ($NAME)"
         # Published on loopback only: 8443 -> 443, 8080 -> 80, 2222 -> 22.
-        # SYS_ADMIN: what systemd needs to apply the units' sandboxing, as on a real server.
+        # SYS_ADMIN: what systemd needs to apply the units' sandboxing; NET_ADMIN: what the firewall
+        # role needs to load its nftables table; both as on a real server.
         podman run -d --name "$NAME" --hostname demo --runtime=runc --systemd=always \
-            --cap-add SYS_ADMIN --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
+            --cap-add SYS_ADMIN --cap-add NET_ADMIN --ulimit nofile=20000:20000 --ulimit nproc=4096:4096 \
             -p 127.0.0.1:8443:443 -p 127.0.0.1:8080:80 -p 127.0.0.1:2222:22 \
             -v "$PWD/$KEY.pub:/root/.ssh/authorized_keys:ro" \
             "$IMAGE" >/dev/null

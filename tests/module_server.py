@@ -21,7 +21,7 @@ IMAGE = f"localhost/djstack-debian:{os.environ.get('DEBIAN_RELEASE', 'trixie')}"
 LIBRARY = Path(__file__).resolve().parents[1] / "library"
 # Not /tmp: with --systemd=always podman mounts a tmpfs there, which `podman cp` does not write into.
 WORK = "/opt/djstack-test"
-RUN_FLAGS = ("--systemd=always", "--runtime=runc", "--cap-add=SYS_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096")
+RUN_FLAGS = ("--systemd=always", "--runtime=runc", "--cap-add=SYS_ADMIN", "--cap-add=NET_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096")
 
 
 def missing_prerequisite(reason: str) -> None:

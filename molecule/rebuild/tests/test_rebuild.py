@@ -236,7 +236,7 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     subprocess.run(["podman", "rm", "-f", "-t", "5", SERVER], check=True, capture_output=True)
     subprocess.run(
         ["podman", "run", "-d", "--name", SERVER, "--hostname", "stack", "--network", "mol-rebuild-net",
-         "--systemd=always", "--runtime=runc", "--cap-add=SYS_ADMIN", "--ulimit", "nofile=20000:20000",
+         "--systemd=always", "--runtime=runc", "--cap-add=SYS_ADMIN", "--cap-add=NET_ADMIN", "--ulimit", "nofile=20000:20000",
          "--ulimit", "nproc=4096:4096", "-v", f"{PROJECT_DIR}/.cache/ssh/id_ed25519.pub:/root/.ssh/authorized_keys:ro",
          "localhost/djstack-debian:trixie", "/sbin/init"],
         check=True, capture_output=True,

@@ -75,7 +75,7 @@ def make_inventory(tmp_path: Path, groups: dict, extra_vars: dict | None = None)
 
 def run(inv: Path, playbook: Path, *args: str) -> subprocess.CompletedProcess:
     env = dict(
-        os.environ,
+        {k: v for k, v in os.environ.items() if k not in ("SSH_CONNECTION", "SSH_CLIENT")},
         ANSIBLE_ROLES_PATH=str(ROOT / "roles"),
         ANSIBLE_LIBRARY=str(ROOT / "library"),
         ANSIBLE_MODULE_UTILS=str(ROOT / "module_utils"),

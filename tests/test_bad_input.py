@@ -492,3 +492,45 @@ def test_an_unsupported_release_is_refused_naming_the_supported_ones(tmp_path, r
     extra = {**{"postgresql": PG_OK, "backup": BACKUP_OK}.get(role, {}), "ansible_facts": fake}
     assert_rejected(run_role(tmp_path, role, extra), "distribution_major_version", "Debian 12", "13")
 
+
+
+# The staging guard's inputs reach HTML, the environment file, curl's configuration and nginx's
+# password file and site: refused before any change, naming the variable.
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"django_app_environment_name": "<b>staging</b>"}, ["django_app_environment_name"]),
+        ({"django_app_environment_name": "staging env"}, ["django_app_environment_name"]),
+        ({"django_app_environment_name": "s" * 31}, ["django_app_environment_name"]),
+        ({"django_app_email_backend": "console"}, ["django_app_email_backend"]),
+        ({"django_app_email_backend": "x.y; import os"}, ["django_app_email_backend"]),
+        ({"django_app_healthcheck_basic_auth": {"name": "a:b", "password": "pw"}}, ["django_app_healthcheck_basic_auth"]),
+        ({"django_app_healthcheck_basic_auth": {"name": "tester", "password": ""}}, ["django_app_healthcheck_basic_auth"]),
+    ],
+    ids=["env-name-html", "env-name-space", "env-name-long", "email-backend-word", "email-backend-code",
+         "basic-auth-name-colon", "basic-auth-empty-password"],
+)
+def test_django_app_rejects_bad_staging_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "django_app", {**APP_OK, **extra}), *needles)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"nginx_basic_auth_users": [{"name": "a:b", "password": "pw"}]}, ["nginx_basic_auth_users", "'a:b'"]),
+        ({"nginx_basic_auth_users": [{"name": "te ster", "password": "pw"}]}, ["nginx_basic_auth_users", "'te ster'"]),
+        ({"nginx_basic_auth_users": [{"name": "#tester", "password": "pw"}]}, ["nginx_basic_auth_users", "'#tester'"]),
+        ({"nginx_basic_auth_users": [{"name": "tester", "password": ""}]}, ["nginx_basic_auth_users", "not empty"]),
+        ({"nginx_basic_auth_users": [{"name": "tester", "password": "a"}, {"name": "tester", "password": "b"}]},
+         ["nginx_basic_auth_users", "distinct"]),
+        ({"nginx_basic_auth_users": [{"name": "tester"}]}, ["nginx_basic_auth_users", "password"]),
+        ({"nginx_basic_auth_users": [{"name": "tester", "password": "a\nb"}]}, ["nginx_basic_auth_users", "line break"]),
+        ({"nginx_basic_auth_realm": 'Staging"; return 200; #'}, ["nginx_basic_auth_realm"]),
+        ({"nginx_basic_auth_realm": "Staging $host"}, ["nginx_basic_auth_realm"]),
+        ({"nginx_noindex": "maybe"}, ["nginx_noindex"]),
+    ],
+    ids=["name-colon", "name-space", "name-comment", "empty-password", "duplicate-name", "no-password",
+         "password-line-break", "realm-quote", "realm-variable", "noindex-not-bool"],
+)
+def test_nginx_rejects_bad_staging_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "nginx", extra), *needles)

@@ -181,3 +181,89 @@ def test_hsts_only_in_the_https_snippet(plain):
     plain_headers = [line for line in plain["snippets/security-headers-plain-http.conf"].splitlines()
                      if line.startswith("add_header")]
     assert plain_headers == https_headers and len(plain_headers) == 4
+
+
+# --- A staging site (nginx_noindex, nginx_basic_auth_users) ---------------------------------------
+
+NOINDEX = 'add_header X-Robots-Tag "noindex, nofollow" always'
+
+
+@pytest.fixture(scope="module")
+def staging(tmp_path_factory) -> dict[str, str]:
+    return render(tmp_path_factory.mktemp("staging"), {
+        "nginx_noindex": True,
+        "nginx_basic_auth_users": [{"name": "tester", "password": "not-a-real-one"}],
+        "nginx_basic_auth_realm": "Staging site",
+        "nginx_plain_http_paths": ["/ping/", "/hooks/v1.0"],
+        "nginx_maintenance_exempt_paths": ["/healthz", "/status/ready"],
+    })
+
+
+def locations(server: str) -> dict[str, list[str]]:
+    """Each location of a server (nested ones too) by its head, with its own directives."""
+    found = {}
+    for head in re.findall(r"^\s*(location [^{]+?)\s*\{", re.sub(r"#[^\n]*", "", server), re.M):
+        for body in blocks(server, re.escape(head)) or []:
+            found[head] = directives(body)
+    nested = re.findall(r"(location ~ \"[^\"]+\")\s*\{([^{}]*)\}", server)
+    found.update({head: directives(body) for head, body in nested})
+    return found
+
+
+def test_production_has_no_staging_guard(default, plain):
+    """The default (stack_environment production): no X-Robots-Tag, robots.txt or basic auth anywhere."""
+    for rendered in (default, plain):
+        text = "\n".join(rendered.values())
+        assert "X-Robots-Tag" not in text
+        assert "robots.txt" not in text
+        assert "auth_basic" not in text and "htpasswd" not in text
+
+
+def test_every_answer_of_a_noindex_site_carries_x_robots_tag(staging):
+    site = staging["sites-available/django.conf"]
+    # Both snippets: every HTTPS location with headers of its own and the plain-HTTP paths include one.
+    for snippet in ("snippets/security-headers.conf", "snippets/security-headers-plain-http.conf"):
+        assert [line for line in staging[snippet].splitlines() if "X-Robots-Tag" in line] == [NOINDEX + ";"]
+    https, plain_http = https_server(site), plain_http_server(site)
+    # Server level of both servers: what has no add_header of its own (proxied pages, the app's
+    # errors, 401s, the redirect, ACME) inherits it.
+    assert "include snippets/demoapp-security-headers.conf" in directives(https)
+    assert NOINDEX in directives(plain_http)
+    # nginx drops the server's add_headers in a location that has its own: each such location
+    # (static, hashed static, media, the maintenance page, robots.txt) includes the snippet again.
+    for server, snippet in ((https, "snippets/demoapp-security-headers.conf"),
+                            (plain_http, "snippets/demoapp-security-headers-plain-http.conf")):
+        found = locations(server)
+        assert "location @maintenance" in found, found.keys()
+        for head, body in found.items():
+            if any(d.startswith("add_header") for d in body) or head.startswith("location ^~ /"):
+                assert f"include {snippet}" in body or NOINDEX in body, (head, body)
+    # The app's own X-Robots-Tag is hidden, so the header appears once.
+    root = blocks(https, "location /")
+    assert len(root) == 1 and "proxy_hide_header X-Robots-Tag" in directives(root[0])
+
+
+def test_a_noindex_site_answers_robots_txt_itself(staging):
+    https = https_server(staging["sites-available/django.conf"])
+    robots = blocks(https, "location = /robots.txt")
+    assert len(robots) == 1
+    assert directives(robots[0]) == ["include snippets/demoapp-security-headers.conf", "default_type text/plain",
+                                     'return 200 "User-agent: *\\nDisallow: /\\n"']
+
+
+def test_basic_auth_covers_the_https_site_but_the_open_paths(staging):
+    site = staging["sites-available/django.conf"]
+    https = directives(https_server(site))
+    assert "auth_basic $demoapp_basic_auth" in https
+    assert "auth_basic_user_file /etc/nginx/demoapp.htpasswd" in https
+    found = blocks(site, r"map \$uri \$demoapp_basic_auth")
+    assert len(found) == 1
+    # The realm by default; "off" for the health check (maintenance-exempt paths, exactly), robots.txt
+    # and the plain-HTTP prefixes (regular expressions anchored at the start, dots escaped).
+    assert directives(found[0]) == ['default "Staging site"', "/healthz off", "/status/ready off", "/robots.txt off",
+                                    '"~^/ping/" off', '"~^/hooks/v1\\.0" off']
+    # The maintenance page is for everyone; plain HTTP never asks for credentials.
+    page = blocks(https_server(site), "location @maintenance")
+    assert len(page) == 1 and "auth_basic off" in directives(page[0])
+    plain_http = plain_http_server(site)
+    assert "auth_basic $" not in plain_http and "auth_basic_user_file" not in plain_http

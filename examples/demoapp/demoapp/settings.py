@@ -7,6 +7,7 @@ variable counts as unset, so an EnvironmentFile may leave optional ones blank.
 
 import logging
 import os
+import re
 from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
@@ -93,6 +94,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "notes.context_processors.version",
+                "notes.context_processors.environment",
             ],
         },
     },
@@ -241,6 +243,21 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": env_int("DJANGO_CELERY_HEARTBEAT_SECONDS", 60),
     },
 }
+
+# A non-production environment (staging, ...): every page names it in a banner, so that nobody
+# mistakes the site for the live one. Empty in production: no banner. It reaches the HTML and
+# the deploy's EnvironmentFile, hence a short identifier only.
+ENVIRONMENT_NAME = env_str("DJANGO_ENVIRONMENT_NAME")
+if ENVIRONMENT_NAME and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,29}", ENVIRONMENT_NAME):
+    raise ImproperlyConfigured(
+        "DJANGO_ENVIRONMENT_NAME must be a letter then up to 29 letters, digits, - or _, "
+        f"not {ENVIRONMENT_NAME!r}."
+    )
+
+# Outgoing email: SMTP by default; a staging site sends it to a sink instead (the console
+# backend writes each message to stdout, which journald keeps), so no real person gets mail
+# from test data.
+EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 
 SENTRY_DSN = env_str("SENTRY_DSN")
 if SENTRY_DSN:

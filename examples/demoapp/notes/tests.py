@@ -236,6 +236,44 @@ class SettingsTests(TestCase):
 
 
 @override_settings(STORAGES=PLAIN_STATIC, SECURE_SSL_REDIRECT=False)
+class EnvironmentTests(TestCase):
+    """A non-production environment (DJANGO_ENVIRONMENT_NAME, DJANGO_EMAIL_BACKEND)."""
+
+    def setUp(self) -> None:
+        admin = User.objects.create_superuser("admin", "admin@example.com", "unit-tests-only")
+        self.client.force_login(admin)
+
+    def test_production_shows_no_banner(self) -> None:
+        for path in ("/", "/counter/", "/admin/"):
+            self.assertNotContains(self.client.get(path), "environment-banner")
+
+    @override_settings(ENVIRONMENT_NAME="staging")
+    def test_every_page_names_the_environment(self) -> None:
+        for path in ("/", "/counter/", "/uploads/", "/notes/new/", "/search/", "/admin/"):
+            response = self.client.get(path)
+            self.assertContains(response, 'id="environment-banner"', msg_prefix=path)
+            self.assertContains(response, "<strong>staging</strong> environment", msg_prefix=path)
+
+    def test_the_environment_name_must_be_an_identifier(self) -> None:
+        result = run_manage("check", DJANGO_SECRET_KEY=secrets.token_urlsafe(50),
+                            DJANGO_ENVIRONMENT_NAME="<b>staging</b>")
+        self.assertNotEqual(result.returncode, 0)
+        self.assertIn("ImproperlyConfigured: DJANGO_ENVIRONMENT_NAME must be", result.stderr)
+
+    def test_email_goes_to_smtp_by_default_and_to_the_console_when_told(self) -> None:
+        default = run_manage("shell", "-c", "from django.conf import settings; print(settings.EMAIL_BACKEND)",
+                             DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_DB_ENGINE="sqlite")
+        self.assertEqual(default.stdout.splitlines()[-1], "django.core.mail.backends.smtp.EmailBackend")
+        # The sink: sendtestemail's message is written to stdout instead of being sent.
+        result = run_manage("sendtestemail", "someone@example.com",
+                            DJANGO_SECRET_KEY=secrets.token_urlsafe(50), DJANGO_DB_ENGINE="sqlite",
+                            DJANGO_EMAIL_BACKEND="django.core.mail.backends.console.EmailBackend")
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertIn("To: someone@example.com", result.stdout)
+        self.assertIn("Subject: Test email from", result.stdout)
+
+
+@override_settings(STORAGES=PLAIN_STATIC, SECURE_SSL_REDIRECT=False)
 class SearchTests(TestCase):
     """The search page (haystack's simple backend here; Solr on a server)."""
 

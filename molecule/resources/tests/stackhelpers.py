@@ -13,6 +13,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 from testinfra.utils.ansible_runner import AnsibleRunner
@@ -63,8 +64,18 @@ def podman_hosts(group: str) -> list[str]:
     return [f"podman://{name}" for name in group_hosts(group)]
 
 
-def curl(host, url: str, *args: str, check: bool = True):
-    """Run curl inside the server; returns the testinfra CommandResult."""
+@lru_cache(maxsize=None)
+def basic_auth() -> tuple[str, ...]:
+    """curl's credentials for a site behind basic auth (the first of stack_basic_auth_users, which
+    playbooks/app.yml hands to nginx), or none."""
+    users = web_variable("stack_basic_auth_users", [])
+    return ("-u", f"{users[0]['name']}:{users[0]['password']}") if users else ()
+
+
+def curl(host, url: str, *args: str, check: bool = True, auth: bool = True):
+    """Run curl inside the server, signed in when the site asks for basic auth (auth=False: never);
+    returns the testinfra CommandResult."""
+    args = (*basic_auth(), *args) if auth else args
     cmd = "curl -sS --max-time 20 " + " ".join(shlex.quote(a) for a in args) + " " + shlex.quote(url)
     result = host.run(cmd)
     if check:
@@ -72,14 +83,14 @@ def curl(host, url: str, *args: str, check: bool = True):
     return result
 
 
-def http_status(host, url: str, *args: str) -> int:
-    out = curl(host, url, "-k", "-o", "/dev/null", "-w", "%{http_code}", *args).stdout
+def http_status(host, url: str, *args: str, auth: bool = True) -> int:
+    out = curl(host, url, "-k", "-o", "/dev/null", "-w", "%{http_code}", *args, auth=auth).stdout
     return int(out.strip())
 
 
-def headers(host, url: str, *args: str) -> dict[str, str]:
+def headers(host, url: str, *args: str, auth: bool = True) -> dict[str, str]:
     """Response headers (lower-case names) of a GET."""
-    out = curl(host, url, "-k", "-o", "/dev/null", "-D", "-", *args).stdout
+    out = curl(host, url, "-k", "-o", "/dev/null", "-D", "-", *args, auth=auth).stdout
     result = {}
     for line in out.splitlines()[1:]:
         if ":" in line:
@@ -227,8 +238,10 @@ def start_watchers(host) -> None:
     host.run("rm -f /tmp/current-missing /tmp/codes")
     host.run(f"nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do [ -e {APP_ROOT}/current/manage.py ] "
              "|| echo missing >> /tmp/current-missing; done' >/dev/null 2>&1 &")
-    host.run("nohup bash -c 'while [ ! -e /tmp/stop-watch ]; do curl -sk -o /dev/null --max-time 20 "
-             "-w \"%{http_code}\\n\" https://localhost/counter/ >> /tmp/codes; done' >/dev/null 2>&1 &")
+    auth = " ".join(shlex.quote(a) for a in basic_auth())
+    script = ("while [ ! -e /tmp/stop-watch ]; do curl -sk -o /dev/null --max-time 20 " + auth
+              + ' -w "%{http_code}\\n" https://localhost/counter/ >> /tmp/codes; done')
+    host.run(f"nohup bash -c {shlex.quote(script)} >/dev/null 2>&1 &")
 
 
 def stop_watchers(host) -> tuple[int, list[str]]:

@@ -290,6 +290,16 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     print(f"\nRTO, fresh Debian 13 server -> serving the restored data of a Debian 12 one: {restored - started:.0f} s "
           f"(provisioning with site.yml {provisioned - started:.0f} s, restore {restored - provisioned:.0f} s)")
 
+    # A restore that fails before swapping anything (a set that does not exist): the run fails, and
+    # the live data, the site (out of maintenance) and the workers are back.
+    failed = run_playbook("playbooks/restore.yml", "-e", "backup_set=20200101T000000Z-abcdef", *AS_APP_ROLE)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "Nothing was swapped in" in output, output[-3000:]
+    assert_no_secret(output, "a failed restore")
+    for unit in ("celery-worker@default.service", "celery-beat@demoapp.service"):
+        assert host.service(unit).is_running, host.run(f"systemctl status --no-pager {unit}").stdout
+    assert counter(host) == STATE["count"] + 2 and set(STATE["titles"]) <= set(notes(host))
+
 
 def test_no_secret_in_converge_check_deploy_or_on_the_rebuilt_server():
     """The rebuilt server, at -vvv: a converge (idempotent), --check --diff, a deploy; then the

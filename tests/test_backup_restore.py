@@ -290,3 +290,86 @@ exec {shutil.which("age")} "$@"
     assert kept.is_dir() and kept != env.tmp
     for path in kept.rglob("*"):
         assert path.is_dir() or secret.encode() not in path.read_bytes(), path
+
+
+def test_the_app_role_restores_into_a_database_the_superuser_made(env):
+    """A split layout: the app's own role over TCP, without CREATEDB and refused the `postgres` database (as
+    pg_hba.conf refuses it there), restores with db_create=false into an empty database the superuser made for it
+    (owned by the owner, marked), connecting to db_maintenance_name for the rest; it creates and drops nothing."""
+    tcp = dict(db_host="127.0.0.1", db_port=env.cluster.port, db_user=OWNER, db_password=OWNER_PASSWORD,
+               db_maintenance_name=env.db)
+    backup(env)
+    env.change_live_data()
+    changed_counts = env.counts()
+    target = env.db + "_restore"
+
+    def made_by_superuser(name, owner=OWNER, comment="django-stack restore"):
+        env.sql(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", "postgres")
+        env.sql(f"CREATE DATABASE {name} OWNER {owner} TEMPLATE template0", "postgres")
+        if comment:
+            env.sql(f"COMMENT ON DATABASE {name} IS '{comment}'", "postgres")
+
+    scratch = dict(db_restore_mode="scratch", db_scratch_name=target, db_create=False, media_restore_mode="skip",
+                   download_dir=str(env.tmp))
+    env.sql(f"ALTER ROLE {OWNER} NOCREATEDB", "postgres")
+    env.sql("REVOKE CONNECT ON DATABASE postgres FROM PUBLIC", "postgres")
+    try:
+        # the maintenance database refused to the role: the module says which database it could not reach
+        refused = run(env.tmp, "django_restore", **env.args(**dict(tcp, db_maintenance_name="postgres")), **scratch)
+        assert refused["_rc"] != 0 and f"cannot connect to PostgreSQL database postgres as user {OWNER}" \
+            in refused["msg"], refused.get("msg")
+        # without the superuser's database, nothing is restored (and nothing created)
+        missing = run(env.tmp, "django_restore", **env.args(**tcp), **scratch)
+        assert missing["_rc"] != 0 and f"database {target} does not exist" in missing["msg"], missing.get("msg")
+        assert env.databases() == [env.db]
+        # not marked as a restore's, another owner's, or holding tables: refused, left as it was
+        made_by_superuser(target, comment=None)
+        unmarked = run(env.tmp, "django_restore", **env.args(**tcp), **scratch)
+        assert unmarked["_rc"] != 0 and "was not made by a restore: refusing to restore into it" in unmarked["msg"]
+        made_by_superuser(target, owner="postgres")
+        foreign = run(env.tmp, "django_restore", **env.args(**tcp), **scratch)
+        assert foreign["_rc"] != 0 and f"belongs to postgres, not to the owner role {OWNER}" in foreign["msg"]
+        made_by_superuser(target)
+        env.sql("CREATE TABLE leftover (x int)", target)
+        full = run(env.tmp, "django_restore", **env.args(**tcp), **scratch)
+        assert full["_rc"] != 0 and "already holds tables (public.leftover)" in full["msg"], full.get("msg")
+        assert env.sql("SELECT to_regclass('leftover')", target) == [("leftover",)]
+        # the superuser's empty, marked database: restored into, checked, left for the caller
+        made_by_superuser(target)
+        plan = run(env.tmp, "django_restore", check=True, **env.args(**tcp), **scratch)
+        assert plan["_rc"] == 0 and plan["database"]["would_restore_into"] == target, plan.get("msg")
+        result = run(env.tmp, "django_restore", **env.args(**tcp), **scratch)
+        assert result["_rc"] == 0, result.get("msg")
+        assert result["database"]["restored_into"] == target and result["database"]["session_user"] == OWNER
+        assert env.counts(target) == COUNTS and env.counts() == changed_counts
+        assert env.databases() == sorted([env.db, target])
+        assert env.sql(f"SELECT has_database_privilege('public', '{target}', 'CONNECT')", "postgres") == [(False,)]
+        # a swap renames databases, which needs CREATEDB: not with db_create=false
+        swap = run(env.tmp, "django_restore", **env.args(**tcp), db_create=False, media_restore_mode="skip",
+                   download_dir=str(env.tmp))
+        assert swap["_rc"] != 0 and "db_create=false needs db_restore_mode=scratch" in swap["msg"]
+    finally:
+        env.sql("GRANT CONNECT ON DATABASE postgres TO PUBLIC", "postgres")
+        env.sql(f"ALTER ROLE {OWNER} CREATEDB", "postgres")
+        env.sql(f"DROP DATABASE IF EXISTS {target} WITH (FORCE)", "postgres")
+
+
+def test_a_role_not_of_the_owner_is_told_before_anything_is_downloaded(env):
+    """db_create=false needs db_user to be the owner role or a member of it: said before any download."""
+    backup(env)
+    other, password = "bkstranger", "stranger-password-1"
+    env.sql(f"DROP ROLE IF EXISTS {other}", "postgres")
+    env.sql(f"CREATE ROLE {other} LOGIN PASSWORD '{password}'", "postgres")
+    try:
+        download = env.tmp / "download"
+        download.mkdir()
+        result = run(env.tmp, "django_restore", db_restore_mode="scratch", db_scratch_name=env.db + "_restore",
+                     db_create=False, media_restore_mode="skip", download_dir=str(download), db_owner=OWNER,
+                     **env.args(db_host="127.0.0.1", db_port=env.cluster.port, db_user=other, db_password=password,
+                                db_maintenance_name=env.db))
+        assert result["_rc"] != 0
+        assert f"db_user {other} is neither the owner role {OWNER} nor a member of it" in result["msg"], result["msg"]
+        assert "nothing was downloaded or changed" in result["msg"]
+        assert list(download.iterdir()) == [] and env.databases() == [env.db]
+    finally:
+        env.sql(f"DROP ROLE IF EXISTS {other}", "postgres")

@@ -413,9 +413,14 @@ BACKUP_OK = {"backup_s3_bucket": "acme-backups",
         ({"backup_drill_db_name": "demoapp"}, ["backup_drill_db_name"]),
         ({"backup_drill_db_name": "postgres"}, ["backup_drill_db_name"]),
         ({"backup_restore_mode": "in_place"}, ["backup_restore_mode is no longer a setting"]),
+        ({"backup_restore_db_name": "demoapp"}, ["backup_restore_db_name"]),
+        ({"backup_restore_db_name": "Demo-Restore"}, ["backup_restore_db_name"]),
+        ({"backup_db_maintenance_database": "postgres; DROP"}, ["backup_db_maintenance_database"]),
+        ({"backup_db_admin_host": "db9.example.com"}, ["backup_db_admin_host"]),
     ],
     ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "unencrypted",
-         "drill-on-the-live-database", "drill-on-postgres", "restore-in-place"],
+         "drill-on-the-live-database", "drill-on-postgres", "restore-in-place", "restore-on-the-live-database",
+         "restore-db-name", "maintenance-database-name", "admin-host-not-in-inventory"],
 )
 def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)

@@ -218,10 +218,31 @@ def test_the_backup_units_are_sandboxed(host):
         assert exposure <= limit, (unit, out)
 
 
+# The backups as on a split layout: the app's own role over TCP, no CREATEDB, connecting to the app's
+# database for what is not inside one database; the superuser makes and drops the drill's and the
+# restore's databases on the database host.
+AS_APP_ROLE = ("-e", json.dumps({"backup_db_user": "demoapp", "backup_db_host": "127.0.0.1",
+                                 "backup_db_maintenance_database": "demoapp",
+                                 "backup_db_password": "{{ vault_django_app_db_password }}"}))
+
+
+def task_result(output: str, name: str) -> str:
+    """The first result line (ok:, changed:, ...) of the task NAME in a playbook's output."""
+    found = re.search(r"TASK \[[^\]]*" + re.escape(name) + r"[^\]]*\].*?\n(ok|changed|skipping|failed|fatal): \[([^\]]*)\]",
+                      output, re.S)
+    assert found, f"no result of task {name!r}: {output[-3000:]}"
+    return found.group(1) + " " + found.group(2)
+
+
 def test_restore_drill_checks_the_set_without_touching_the_site(host):
-    output = playbook_ok("playbooks/restore-drill.yml")
+    assert host.check_output("runuser -u postgres -- psql -Atc \"SELECT rolcreatedb FROM pg_roles "
+                             "WHERE rolname = 'demoapp'\"") == "f"
+    output = playbook_ok("playbooks/restore-drill.yml", *AS_APP_ROLE)
     assert re.search(r"RPO [0-9.]+ h", output) and re.search(r"RTO [0-9.]+ s", output), output[-3000:]
     assert "no pending migration" in output
+    # made and dropped by the superuser, delegated to the database host (here the same server)
+    assert task_result(output, "database | Create it empty").startswith("changed"), output[-3000:]
+    assert task_result(output, "drill | Drop the scratch database").startswith("changed"), output[-3000:]
     assert host.run("runuser -u postgres -- psql -lqt | cut -d'|' -f1 | grep -qw demoapp_drill").rc != 0
     assert set(STATE["titles"]) <= set(notes(host))
 
@@ -245,13 +266,18 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
                    timeout=120, check=False)
     playbook_ok("site.yml", verbose=False)  # timed: at -vvv below, once the data is back
     provisioned = time.monotonic()
-    output = playbook_ok("playbooks/restore.yml")
+    output = playbook_ok("playbooks/restore.yml", *AS_APP_ROLE)
     restored = time.monotonic()
     assert f"Restored set {STATE['set_id']}" in output, output[-3000:]
+    assert task_result(output, "Swap the restored database in").startswith("changed"), output[-3000:]
 
     import testinfra
 
     host = testinfra.get_host(f"podman://{SERVER}")
+    # Everything the restore stopped runs again (started, on every worker host).
+    for unit in ("celery-worker@default.service", "celery-beat@demoapp.service"):
+        assert host.service(unit).is_running, host.run(f"systemctl status --no-pager {unit}").stdout
+    assert "demoapp_restore" not in host.check_output("runuser -u postgres -- psql -Atc 'SELECT datname FROM pg_database'")
     assert os_release(host) == "13"
     assert host.service("postgresql@17-main").is_running
     assert set(STATE["titles"]) <= set(notes(host))
@@ -263,6 +289,16 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     assert counter(host) == STATE["count"] + 1  # the restored row, incremented by this request
     print(f"\nRTO, fresh Debian 13 server -> serving the restored data of a Debian 12 one: {restored - started:.0f} s "
           f"(provisioning with site.yml {provisioned - started:.0f} s, restore {restored - provisioned:.0f} s)")
+
+    # A restore that fails before swapping anything (a set that does not exist): the run fails, and
+    # the live data, the site (out of maintenance) and the workers are back.
+    failed = run_playbook("playbooks/restore.yml", "-e", "backup_set=20200101T000000Z-abcdef", *AS_APP_ROLE)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0 and "Nothing was swapped in" in output, output[-3000:]
+    assert_no_secret(output, "a failed restore")
+    for unit in ("celery-worker@default.service", "celery-beat@demoapp.service"):
+        assert host.service(unit).is_running, host.run(f"systemctl status --no-pager {unit}").stdout
+    assert counter(host) == STATE["count"] + 2 and set(STATE["titles"]) <= set(notes(host))
 
 
 def test_no_secret_in_converge_check_deploy_or_on_the_rebuilt_server():

@@ -44,9 +44,25 @@ extends_documentation_fragment:
   - django_stack_postgres
 options:
   db_maintenance_name:
-    description: Database to connect to for C(CREATE DATABASE), renames and drops.
+    description:
+      - Database the module connects to for the work that is not inside one database (the checks of the server and
+        of O(db_user)'s rights, C(CREATE DATABASE), renames, drops, the database's comment and privileges).
+      - Any database O(db_user) may connect to; pg_hba.conf often refuses C(postgres) to the app's role over TCP,
+        where the app's own database does. A swap cannot rename the database it is connected to, so with
+        O(db_restore_mode=swap) it must not be O(db_name).
     type: str
     default: postgres
+  db_create:
+    description:
+      - Whether the module creates the database it restores into (and drops it on failure). O(db_user) then needs
+        C(CREATEDB) and membership of the owner role, or to be a superuser.
+      - V(false) restores into a database the PostgreSQL superuser made beforehand (the backup role does, on the
+        database host), so that O(db_user) needs neither C(CREATEDB) nor a superuser; only with
+        O(db_restore_mode=scratch), and the caller drops or renames it. It must exist, be empty, belong to the
+        owner role, and carry the comment C(django-stack restore) (what marks a database a restore may use);
+        O(db_user) must be the owner role or a member of it.
+    type: bool
+    default: true
   db_owner:
     description:
       - Owner role of the restored database and of every object in it (C(pg_restore --role)).
@@ -113,7 +129,9 @@ attributes:
 notes:
   - Run as root on the database host (with C(become)); C(pg_restore) then runs as C(postgres) (see O(db_os_user)).
     Over TCP as a role that is not a superuser, O(db_restore_mode=swap) needs that role to have C(CREATEDB) and to be
-    the owner role or a member of it (to create the new database for the owner and rename the live one).
+    the owner role or a member of it (to create the new database for the owner and rename the live one); with
+    O(db_create=false) it needs only to be the owner role or a member of it. The module checks this before it
+    downloads anything.
   - Stop the application, or put it in maintenance mode, while restoring. The swap terminates its database
     connections, and writes made during the restore are not in the restored data.
 requirements:

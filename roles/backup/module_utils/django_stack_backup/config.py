@@ -68,6 +68,7 @@ SPEC = dict(
     db_restore_mode=dict(type="str", default="swap", choices=["swap", "scratch", "skip"]),
     db_scratch_name=dict(type="str"),
     db_owner=dict(type="str"),
+    db_create=dict(type="bool", default=True),
     db_analyze=dict(type="bool", default=True),
     media_restore_mode=dict(type="str", choices=["swap", "scratch", "skip"]),
     media_scratch_dir=dict(type="path"),
@@ -85,7 +86,7 @@ GROUPS = dict(
     backup=["media_root", "release_id", "release_path", "encrypt_recipients"],
     retention=["keep_daily", "keep_weekly", "keep_monthly", "incomplete_grace_hours"],
     restore=["db_maintenance_name", "media_root", "backup_set", "download_dir", "keep_download", "age_identity",
-             "db_restore_mode", "db_scratch_name", "db_owner", "db_analyze", "media_restore_mode",
+             "db_restore_mode", "db_scratch_name", "db_owner", "db_create", "db_analyze", "media_restore_mode",
              "media_scratch_dir", "media_owner", "media_group"],
 )
 
@@ -246,6 +247,9 @@ def _check_restore_db(cfg: Config) -> None:
         if cfg.db_scratch_name == cfg.db_name:
             raise BackupError("db_scratch_name must differ from db_name (%s): scratch never touches the live "
                               "database; use db_restore_mode=swap" % cfg.db_name)
+    if not cfg.db_create and mode == "swap":
+        raise BackupError("db_create=false needs db_restore_mode=scratch (got %s): a swap renames the live database, "
+                          "which only a role with CREATEDB may do; whoever made the database swaps it in" % mode)
     for name in ("db_name", "db_scratch_name", "db_owner"):
         if cfg[name] and len(cfg[name].encode()) > 63:
             raise BackupError("%s %r is longer than PostgreSQL's 63-byte identifier limit" % (name, cfg[name]))

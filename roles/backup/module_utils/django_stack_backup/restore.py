@@ -58,6 +58,8 @@ class Restorer:
             self.media = MediaRestore(cfg, self.timer, self.stamp, self.check_mode)
         if self.database and "db" in objects:
             self.database.check_server_version(manifest)
+        if self.database and cfg.db_restore_mode in ("swap", "scratch"):
+            self.database.check_access()
         result["space"] = self.space_check(manifest, objects)
         if self.database and cfg.db_restore_mode in ("swap", "scratch"):
             self.database.check_data_directory(manifest["database"].get("size_bytes") or 0)

@@ -73,8 +73,52 @@ class DatabaseRestore:
         self.verify(manifest, report)
         return report
 
+    def check_access(self) -> None:
+        """Before anything is downloaded: the owner role exists and db_user may do what this restore needs."""
+        admin = self.pg.admin()
+        try:
+            self._owner_and_props(admin.cursor())
+        finally:
+            admin.close()
+
+    def _owner_and_props(self, cur) -> tuple[str, tuple | None]:
+        """The owner of the restored database and the live database's (owner, encoding, collate, ctype),
+        after checking that db_user may restore for that owner (and, db_create, create and rename)."""
+        cfg = self.cfg
+        live = cfg.db_name
+        props = None
+        if live and db_exists(cur, live):
+            cur.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
+                        "FROM pg_database WHERE datname = %s", [live])
+            props = cur.fetchone()
+        owner = cfg.db_owner or (props[0] if props else cfg.db_user)
+        cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner])
+        if cur.fetchone() is None:
+            raise BackupError("the owner role %r of the restored database does not exist (db_owner); create it "
+                              "first (the postgresql role does)" % owner)
+        if cfg.db_create:
+            cur.execute("SELECT rolsuper OR (rolcreatedb AND pg_has_role(current_user, %s, 'MEMBER')) "
+                        "FROM pg_roles WHERE rolname = current_user", [owner])
+            if not cur.fetchone()[0]:
+                raise BackupError(
+                    "db_user %s can neither create a database for %s nor rename the live one: a restore builds the "
+                    "new database beside the live one and swaps it in. Connect as a role with CREATEDB that is %s or "
+                    "a member of it, or as postgres on the database host, or have the superuser make the database "
+                    "(db_create=false, as the backup role does); nothing was downloaded or changed"
+                    % (self.pg.user, owner, owner))
+        else:
+            cur.execute("SELECT rolsuper OR pg_has_role(current_user, %s, 'MEMBER') FROM pg_roles "
+                        "WHERE rolname = current_user", [owner])
+            if not cur.fetchone()[0]:
+                raise BackupError(
+                    "db_user %s is neither the owner role %s nor a member of it: the dump is restored as %s into the "
+                    "database the PostgreSQL superuser made for it (db_create=false). Connect as %s, or grant it the "
+                    "role on the database host; nothing was downloaded or changed" % (self.pg.user, owner, owner, owner))
+        return owner, props
+
     def prepare(self, manifest: dict) -> dict:
-        """Decide the owner and the target database; outside check mode, create the target (swap, scratch)."""
+        """Decide the owner and the target database; outside check mode, create the target (swap, scratch), or
+        with db_create=false check the one the superuser made (exists, marked, owned by the owner, empty)."""
         from psycopg2 import sql
         cfg = self.cfg
         mode = cfg.db_restore_mode
@@ -82,57 +126,67 @@ class DatabaseRestore:
         admin = self.pg.admin()
         try:
             cur = admin.cursor()
-            live_exists = bool(live) and db_exists(cur, live)
-            props = None
-            if live_exists:
-                cur.execute("SELECT pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype "
-                            "FROM pg_database WHERE datname = %s", [live])
-                props = cur.fetchone()
-            owner = cfg.db_owner or (props[0] if props else cfg.db_user)
-            cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [owner])
-            if cur.fetchone() is None:
-                raise BackupError("the owner role %r of the restored database does not exist (db_owner); create it "
-                                  "first (the postgresql role does)" % owner)
-            cur.execute("SELECT rolsuper OR (rolcreatedb AND pg_has_role(current_user, %s, 'MEMBER')) "
-                        "FROM pg_roles WHERE rolname = current_user", [owner])
-            if not cur.fetchone()[0]:
-                raise BackupError(
-                    "db_user %s can neither create a database for %s nor rename the live one: a restore builds the "
-                    "new database beside the live one and swaps it in. Connect as a role with CREATEDB that is %s or "
-                    "a member of it, or as postgres on the database host; nothing was downloaded or changed"
-                    % (self.pg.user, owner, owner))
+            owner, props = self._owner_and_props(cur)
             if mode == "scratch":
                 target = cfg.db_scratch_name
             else:
                 target = short_name(live, "_restore_" + manifest["set_id"].lower().replace("-", "_"))
             report = dict(mode=mode, name=live, restored_into=target, owner=owner, previous=None)
-            if self.check_mode:
-                report["would_create"] = target
-                return report
-            if db_exists(cur, target):
-                # A leftover of an earlier run, or the scratch database of the last drill: only a
-                # database this code created (and marked) is ever dropped.
-                cur.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
-                            [target])
-                if not (cur.fetchone()[0] or "").startswith(RESTORE_MARK):
+            exists = db_exists(cur, target)
+            if exists:
+                # A leftover of an earlier run, the scratch database of the last drill, or (db_create=false)
+                # the database the superuser made for this run: only a database a restore made (and marked)
+                # is ever restored into or dropped.
+                cur.execute("SELECT shobj_description(oid, 'pg_database'), pg_get_userbyid(datdba) FROM pg_database "
+                            "WHERE datname = %s", [target])
+                mark, target_owner = cur.fetchone()
+                if not (mark or "").startswith(RESTORE_MARK):
                     raise BackupError(
-                        "database %s exists and was not made by a restore: refusing to drop it%s. Name a "
-                        "database that does not exist" % (target, " (db_scratch_name)" if mode == "scratch" else ""))
-                drop_db(cur, target)
-            create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
-            if props:
-                create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
-                    create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
-            cur.execute(create)
-            self.created = target
+                        "database %s exists and was not made by a restore: refusing to %s it%s. Name a "
+                        "database that does not exist" % (target, "drop" if cfg.db_create else "restore into",
+                                                          " (db_scratch_name)" if mode == "scratch" else ""))
+            if not cfg.db_create:
+                if not exists and not self.check_mode:
+                    raise BackupError("database %s does not exist: with db_create=false the PostgreSQL superuser "
+                                      "creates it first (owner %s, comment %r); nothing was restored"
+                                      % (target, owner, RESTORE_MARK))
+                if exists and target_owner != owner:
+                    raise BackupError("database %s belongs to %s, not to the owner role %s: refusing to restore into "
+                                      "it" % (target, target_owner, owner))
+            if self.check_mode:
+                report["would_create" if cfg.db_create else "would_restore_into"] = target
+                return report
+            if cfg.db_create:
+                if exists:
+                    drop_db(cur, target)
+                create = sql.SQL("CREATE DATABASE {} OWNER {} TEMPLATE template0").format(ident(target), ident(owner))
+                if props:
+                    create = sql.SQL("{} ENCODING {} LC_COLLATE {} LC_CTYPE {}").format(
+                        create, sql.Literal(props[1]), sql.Literal(props[2]), sql.Literal(props[3]))
+                cur.execute(create)
+                self.created = target
+            else:
+                self.check_empty(target)
             cur.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
                 ident(target), sql.Literal("%s of set %s" % (RESTORE_MARK, manifest["set_id"]))))
             cur.execute(sql.SQL("REVOKE CONNECT, TEMPORARY ON DATABASE {} FROM PUBLIC").format(ident(target)))
-            if live_exists:
+            if props:
                 copy_database_settings(cur, live, target, owner)
             return report
         finally:
             admin.close()
+
+    def check_empty(self, target: str) -> None:
+        """The superuser's new database holds no table yet (a restore into data would mix two sets)."""
+        conn = self.pg.connect(target)
+        try:
+            tables = list_tables(conn.cursor())
+        finally:
+            conn.close()
+        if tables:
+            raise BackupError("database %s already holds tables (%s): a restore needs the empty database the "
+                              "superuser made for it; nothing was restored"
+                              % (target, ", ".join("%s.%s" % t for t in tables[:5])))
 
     def pg_restore(self, manifest: dict, path: str, identity: str | None, report: dict) -> None:
         started = time.monotonic()

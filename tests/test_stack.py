@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -213,3 +214,43 @@ def test_the_architecture_page_lists_exactly_the_derived_variables():
               for name in line.split("|")[1].replace("`", "").replace(",", " ").split()}
     assert listed == set(wired["stack_wired_variables"])
     assert set(wired) - {"stack_wired_variables"} == listed, "wiring.yml sets a variable it does not declare"
+
+
+def filled_vault(example: Path) -> dict:
+    """vault.yml.example's values, each made by the command its comment gives, as a user would;
+    those without a command (keys from a storage provider) get a stand-in of the same kind."""
+    values, command = {}, None
+    for line in example.read_text().splitlines():
+        if line.startswith("# command: "):
+            command = line[len("# command: "):]
+        elif line and not line.startswith(("#", "---")):
+            name = line.split(":", 1)[0]
+            if command:
+                values[name] = subprocess.run(["sh", "-c", command], capture_output=True, text=True,
+                                              check=True).stdout.strip()
+            else:
+                values[name] = "stand-in-" + name.replace("_", "-")
+            command = None
+    return values
+
+
+@pytest.mark.parametrize("example", ["production", "staging"])
+def test_an_example_inventory_passes_the_checks_once_its_vault_is_filled_as_it_says(tmp_path, example):
+    inv = tmp_path / example
+    shutil.copytree(ROOT / "inventories" / example, inv)
+    vault = filled_vault(inv / "group_vars" / "all" / "vault.yml.example")
+    assert all(v and "CHANGE" not in v for v in vault.values()), vault.keys()
+    (inv / "group_vars" / "all" / "vault.yml").write_text(yaml.safe_dump(vault))
+    (inv / "group_vars" / "all" / "zz-test.yml").write_text(yaml.safe_dump(
+        {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}))
+    (inv / "files").mkdir(exist_ok=True)
+    (inv / "files" / "deploy_key").write_text("a deploy key, made by ssh-keygen and vault-encrypted\n")
+    result = run(inv, ROOT / "playbooks" / "preflight.yml")
+    out = result.stdout + result.stderr
+    assert result.returncode == 0, out[-4000:]
+    if example == "staging":
+        return
+    hosts = yaml.safe_load((inv / "hosts.yml").read_text())["all"]["children"]
+    assert {"dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers",
+            "backupservers"} <= set(hosts)
+    assert len(hosts["webservers"]["hosts"]) == 2

@@ -170,6 +170,15 @@ APP_OK = {
         ({"django_app_build_user": "root"}, None, ["django_app_build_user"]),
         ({"django_app_build_user": "Build User"}, None, ["django_app_build_user"]),
         ({"django_app_pip_require_hashes": True}, None, ["django_app_pip_require_hashes", "celery==5.7.0"]),
+        ({"django_app_cache_locations": ["unix:run/memcached/memcached.sock"]}, None,
+         ["django_app_cache_locations", "unix:run/memcached/memcached.sock"]),
+        ({"django_app_cache_locations": ["unix:/run/memcached/../x.sock"]}, None, ["django_app_cache_locations"]),
+        ({"django_app_cache_locations": ["unix:/run/memcached/memcached.sock", "10.0.0.5:11211"]}, None,
+         ["django_app_cache_locations", "only entry"]),
+        ({"django_app_cache_locations": ["10.0.0.5:11211 -l"]}, None, ["django_app_cache_locations", "10.0.0.5:11211 -l"]),
+        ({"django_app_cache_locations": ["10.0.0.5:11211,10.0.0.6:11211"]}, None, ["django_app_cache_locations"]),
+        ({"django_app_cache_locations": ["10.0.0.5:99999"]}, None, ["django_app_cache_locations", "10.0.0.5:99999"]),
+        ({"django_app_cache_locations": ["::1:11211"]}, None, ["django_app_cache_locations"]),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-value-newline",
@@ -177,13 +186,27 @@ APP_OK = {
          "old-extra-env-name", "git-credentials-in-url", "git-key-file-missing",
          "deploy-command-unknown-key", "deploy-command-empty", "deploy-command-timeout", "deploy-command-duplicate",
          "deploy-command-no-name", "extra-requirement-unpinned", "extra-requirement-injection", "build-user-is-app-user", "build-user-root", "build-user-name",
-         "require-hashes-without-hashes"],
+         "require-hashes-without-hashes", "cache-socket-relative", "cache-socket-dotdot", "cache-socket-not-alone",
+         "cache-location-space", "cache-location-comma", "cache-location-port-range", "cache-location-v6-unbracketed"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}
     if drop:
         variables.pop(drop)
     assert_rejected(run_role(tmp_path, "django_app", variables), *needles)
+
+
+@pytest.mark.parametrize("locations", [["unix:/run/memcached/memcached.sock"],
+                                       ["10.0.0.5:11211", "[fd00::5]:11211", "cache-1.internal:11211"], []],
+                         ids=["socket", "tcp", "none"])
+def test_django_app_accepts_good_cache_locations(tmp_path, locations):
+    """The same check passes good entries: the failures above come from the bad values."""
+    result = run_role(tmp_path, "django_app", {**APP_OK, "django_app_cache_locations": locations,
+                                               "django_app_build_user": "root"})
+    out = result.stdout + result.stderr
+    # It went past the locations' check to a later one, which failed.
+    assert result.returncode != 0 and "django_app_build_user" in out, out[-3000:]
+    assert "django_app_cache_locations: each entry" not in out, out[-3000:]
 
 
 @pytest.mark.parametrize(

@@ -53,6 +53,7 @@ ROLE_INPUTS = {
                "backup_env_file": APP["env"], "backup_app_user": APP["user"]},
     "solr": {"solr_core_name": APP["name"], "solr_app_manage": APP["root"] + "/bin/manage",
              "solr_app_user": APP["user"], "solr_app_group": APP["group"]},
+    "memcached": {"memcached_socket_group": APP["group"]},
 }
 
 
@@ -169,6 +170,15 @@ APP_OK = {
         ({"django_app_build_user": "root"}, None, ["django_app_build_user"]),
         ({"django_app_build_user": "Build User"}, None, ["django_app_build_user"]),
         ({"django_app_pip_require_hashes": True}, None, ["django_app_pip_require_hashes", "celery==5.7.0"]),
+        ({"django_app_cache_locations": ["unix:run/memcached/memcached.sock"]}, None,
+         ["django_app_cache_locations", "unix:run/memcached/memcached.sock"]),
+        ({"django_app_cache_locations": ["unix:/run/memcached/../x.sock"]}, None, ["django_app_cache_locations"]),
+        ({"django_app_cache_locations": ["unix:/run/memcached/memcached.sock", "10.0.0.5:11211"]}, None,
+         ["django_app_cache_locations", "only entry"]),
+        ({"django_app_cache_locations": ["10.0.0.5:11211 -l"]}, None, ["django_app_cache_locations", "10.0.0.5:11211 -l"]),
+        ({"django_app_cache_locations": ["10.0.0.5:11211,10.0.0.6:11211"]}, None, ["django_app_cache_locations"]),
+        ({"django_app_cache_locations": ["10.0.0.5:99999"]}, None, ["django_app_cache_locations", "10.0.0.5:99999"]),
+        ({"django_app_cache_locations": ["::1:11211"]}, None, ["django_app_cache_locations"]),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-value-newline",
@@ -176,13 +186,27 @@ APP_OK = {
          "old-extra-env-name", "git-credentials-in-url", "git-key-file-missing",
          "deploy-command-unknown-key", "deploy-command-empty", "deploy-command-timeout", "deploy-command-duplicate",
          "deploy-command-no-name", "extra-requirement-unpinned", "extra-requirement-injection", "build-user-is-app-user", "build-user-root", "build-user-name",
-         "require-hashes-without-hashes"],
+         "require-hashes-without-hashes", "cache-socket-relative", "cache-socket-dotdot", "cache-socket-not-alone",
+         "cache-location-space", "cache-location-comma", "cache-location-port-range", "cache-location-v6-unbracketed"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}
     if drop:
         variables.pop(drop)
     assert_rejected(run_role(tmp_path, "django_app", variables), *needles)
+
+
+@pytest.mark.parametrize("locations", [["unix:/run/memcached/memcached.sock"],
+                                       ["10.0.0.5:11211", "[fd00::5]:11211", "cache-1.internal:11211"], []],
+                         ids=["socket", "tcp", "none"])
+def test_django_app_accepts_good_cache_locations(tmp_path, locations):
+    """The same check passes good entries: the failures above come from the bad values."""
+    result = run_role(tmp_path, "django_app", {**APP_OK, "django_app_cache_locations": locations,
+                                               "django_app_build_user": "root"})
+    out = result.stdout + result.stderr
+    # It went past the locations' check to a later one, which failed.
+    assert result.returncode != 0 and "django_app_build_user" in out, out[-3000:]
+    assert "django_app_cache_locations: each entry" not in out, out[-3000:]
 
 
 @pytest.mark.parametrize(
@@ -248,6 +272,20 @@ def test_django_app_refuses_an_archive_source_without_the_named_module(tmp_path,
         ("nginx", {"nginx_static_url": "/static"}, ["nginx_static_url"]),
         ("nginx", {"nginx_media_url": "media/"}, ["nginx_media_url"]),
         ("memcached", {"memcached_memory_mb": "lots"}, ["memcached_memory_mb"]),
+        ("memcached", {"memcached_socket_path": "memcached.sock"}, ["memcached_socket_path"]),
+        ("memcached", {"memcached_socket_path": "/run/postgresql/memcached.sock"}, ["memcached_socket_path"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/../lock/memcached.sock"}, ["memcached_socket_path"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/" + "m" * 100}, ["memcached_socket_path"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/memcached.sock -l 0.0.0.0"}, ["memcached_socket_path"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/memcached.sock", "memcached_socket_group": "root"},
+         ["memcached_socket_group"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/memcached.sock", "memcached_socket_group": "app -"},
+         ["memcached_socket_group"]),
+        ("memcached", {"memcached_socket_path": "/run/memcached/memcached.sock",
+                       "memcached_socket_group": "no-such-group-djstack"}, ["memcached_socket_group", "not a group"]),
+        ("memcached", {"memcached_extra_options": ["-v -l 0.0.0.0"]}, ["memcached_extra_options", "-l"]),
+        ("memcached", {"memcached_extra_options": ["-vs/tmp/m.sock"]}, ["memcached_extra_options"]),
+        ("memcached", {"memcached_extra_options": ["--unix-mask=0777"]}, ["memcached_extra_options"]),
         ("gunicorn", {"gunicorn_workers": 0}, ["gunicorn_workers"]),
         ("nginx", {"nginx_tls_mode": "letsencrypt", "nginx_server_names": ["example.com"]}, ["nginx_tls_mode"]),
         ("nginx", {"nginx_tls_mode": "provided", "nginx_server_names": ["example.com"]},
@@ -258,7 +296,10 @@ def test_django_app_refuses_an_archive_source_without_the_named_module(tmp_path,
     ids=["bad-timezone", "journald-choice", "needrestart-interactive", "gunicorn-mdwe-type", "celery-mdwe-type",
          "memcached-everywhere", "memcached-unspecified-v6", "memcached-bracketed",
          "memcached-not-an-address", "apache-everywhere", "static-url-no-trailing-slash", "media-url-relative",
-         "memcached-memory-type", "no-workers",
+         "memcached-memory-type", "memcached-socket-relative", "memcached-socket-other-service",
+         "memcached-socket-dotdot", "memcached-socket-too-long", "memcached-socket-space", "memcached-socket-group-root",
+         "memcached-socket-group-not-a-name", "memcached-socket-group-missing", "memcached-extra-listener",
+         "memcached-extra-socket-cluster", "memcached-extra-unix-mask", "no-workers",
          "tls-mode-choice", "provided-without-certificate", "catch-all-server-name", "hsts-preload-short"],
 )
 def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):

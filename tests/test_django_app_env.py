@@ -114,3 +114,35 @@ def test_the_cache_url_lists_every_memcached_server(tmp_path):
     assert urls["cache_url"] == "pymemcache://10.0.0.5:11211,10.0.0.6:11211"
     _, none = render(tmp_path, {"django_app_cache_locations": []})
     assert none["cache_url"] == "locmem://"
+
+
+def pingboard_parse_cache_url():
+    """examples/pingboard's own CACHE_URL parser, taken from its settings module alone (the module
+    itself needs the whole environment)."""
+    import ast
+
+    source = (ROOT / "examples" / "pingboard" / "pingboard" / "settings.py").read_text()
+    function = next(node for node in ast.parse(source).body
+                    if isinstance(node, ast.FunctionDef) and node.name == "parse_cache_url")
+    namespace: dict = {"ImproperlyConfigured": ValueError}
+    exec(compile(ast.Module(body=[function], type_ignores=[]), "settings.py", "exec"), namespace)
+    return namespace["parse_cache_url"]
+
+
+def test_a_memcached_socket_reaches_the_apps_settings_as_a_socket(tmp_path):
+    env, urls = render(tmp_path, {"django_app_cache_locations": ["unix:/run/memcached/memcached.sock"]})
+    # The demo app's DJANGO_CACHE_LOCATION is Django's LOCATION as it is.
+    assert sourced(env)["DJANGO_CACHE_LOCATION"] == "unix:/run/memcached/memcached.sock"
+    # django-environ and django-cache-url read a URL without a host as a socket, its path the
+    # socket's path (LOCATION unix:<path>); pymemcache://unix:/... would give them a host "unix:".
+    assert urls["cache_url"] == "pymemcache:///run/memcached/memcached.sock"
+    parts = urlsplit(urls["cache_url"])
+    assert (parts.scheme, parts.netloc, parts.path) == ("pymemcache", "", "/run/memcached/memcached.sock")
+    caches = pingboard_parse_cache_url()(urls["cache_url"])
+    assert caches["LOCATION"] == ["unix:/run/memcached/memcached.sock"]
+
+    # Django's PyMemcacheCache hands that LOCATION to pymemcache as the socket's path.
+    from django.core.cache.backends.memcached import PyMemcacheCache
+
+    clients = PyMemcacheCache(caches["LOCATION"], {})._cache.clients
+    assert [client.server for client in clients.values()] == ["/run/memcached/memcached.sock"]

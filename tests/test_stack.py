@@ -127,6 +127,7 @@ def test_split_layout_passes_and_each_host_is_wired_from_the_inventory(tmp_path)
         "postgresql": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
     # memcached: the web servers and the worker; RabbitMQ and Solr: the web servers (the worker is local).
     assert w["cache1"]["memcached_listen_address"] == "127.0.0.1,10.0.0.11"
+    assert w["cache1"]["memcached_socket_path"] == ""
     assert {r["name"]: r["sources"] for r in w["cache1"]["firewall_rules"]} == {
         "memcached": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
     assert w["worker1"]["rabbitmq_listen_addresses"] == ["127.0.0.1", "fd00::31"]
@@ -146,7 +147,8 @@ def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
     assert w["django_app_celery_broker_host"] == "127.0.0.1"
     assert w["django_app_solr_url"] == "http://127.0.0.1:8983/solr/demoapp"
     assert w["postgresql_listen_addresses"] == ["localhost"] and w["postgresql_hba_clients"] == []
-    assert w["memcached_listen_address"] == "127.0.0.1"
+    assert w["memcached_socket_path"] == "/run/memcached/memcached.sock"
+    assert w["django_app_cache_locations"] == ["unix:/run/memcached/memcached.sock"]
     assert w["rabbitmq_listen_addresses"] == ["127.0.0.1"] and w["solr_listen_address"] == "127.0.0.1"
     assert w["firewall_rules"] == []
     assert w["backup_db_host"] == "/var/run/postgresql"

@@ -130,7 +130,8 @@ DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Cache: memcached when a location is given, else a per-process memory cache.
+# Cache: memcached when a location is given (host:port items, or unix:/path of a socket, which
+# Django passes to pymemcache as it is), else a per-process memory cache.
 CACHE_LOCATION = env_list("DJANGO_CACHE_LOCATION")
 CACHE_KEY_PREFIX = env_str("DJANGO_CACHE_KEY_PREFIX", "demoapp")
 if CACHE_LOCATION:

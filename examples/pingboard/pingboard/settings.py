@@ -28,7 +28,9 @@ def parse_cache_url(url):
 
     locmem://                               per-process memory (the default)
     pymemcache://host:port,host:port        memcached over TCP (port defaults to 11211)
-    pymemcache://unix:/run/memcached/x.sock memcached over a Unix socket
+    pymemcache:///run/memcached/x.sock      memcached over a Unix socket (no host: the form
+                                            django-environ and django-cache-url read)
+    pymemcache://unix:/run/memcached/x.sock the same, as Django's LOCATION spells it
     """
     scheme, sep, rest = url.partition("://")
     if not sep:
@@ -36,6 +38,8 @@ def parse_cache_url(url):
     if scheme == "locmem":
         return {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": rest or "pingboard"}
     if scheme == "pymemcache":
+        if rest.startswith("/"):
+            return {"BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": ["unix:" + rest]}
         servers = []
         for server in rest.split(","):
             server = server.strip()

@@ -81,7 +81,7 @@ def test_the_project_reads_its_own_setting_names_each_secret_written_once(host):
     pid = unit(host, "gunicorn@pingboard.service", "MainPID")
     environ = dict(item.split("=", 1) for item in host.check_output(
         f"tr '\\0' '\\n' < /proc/{pid}/environ").splitlines() if "=" in item)
-    assert environ["CACHE_URL"] == "pymemcache://127.0.0.1:11211"
+    assert environ["CACHE_URL"] == "pymemcache:///run/memcached/memcached.sock"
     assert environ["ALLOWED_HOSTS"] == "localhost,127.0.0.1"
 
 

@@ -124,13 +124,54 @@ def upload(host, name: str, content: str | None = None) -> str:
     return match.group(1)
 
 
+def memcached_socket() -> str:
+    """memcached's unix socket on the scenario's cache host (memcached_socket_path), '' for TCP."""
+    cache = group_hosts("cacheservers")[0]
+    return AnsibleRunner.get_runner(INVENTORY).get_variables(cache).get("memcached_socket_path", "")
+
+
+# A memcached client for the socket, with the server's own python3: connects, sends the commands
+# and "quit", prints what memcached answered; on a refused connection prints "ERRNO <errno>" and
+# exits 3.
+_SOCKET_CLIENT = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.settimeout(5)
+try:
+    s.connect(sys.argv[1])
+except OSError as e:
+    print("ERRNO", e.errno)
+    sys.exit(3)
+s.sendall(sys.argv[2].encode() + b"quit\r\n")
+out = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    out += chunk
+sys.stdout.write(out.decode())
+"""
+
+
+def memcached_socket_command(host, commands: str, user: str = "root"):
+    """Run memcached protocol `commands` (each line ending in CR LF) through the socket as `user`."""
+    return host.run(f"runuser -u {shlex.quote(user)} -- python3 -c {shlex.quote(_SOCKET_CLIENT)} "
+                    f"{shlex.quote(memcached_socket())} {shlex.quote(commands)}")
+
+
 def memcached_stats(host, address: str = "127.0.0.1", port: int = 11211) -> dict[str, int]:
-    """memcached `stats` read with bash's /dev/tcp (no client package needed)."""
-    script = (
-        f"exec 3<>/dev/tcp/{address}/{port}; printf 'stats\\r\\nquit\\r\\n' >&3; "
-        "timeout 5 cat <&3"
-    )
-    out = host.check_output(f"bash -c {shlex.quote(script)}")
+    """memcached `stats`: through its socket when the inventory gives one, else read with bash's
+    /dev/tcp (no client package needed)."""
+    if memcached_socket():
+        result = memcached_socket_command(host, "stats\r\n")
+        assert result.rc == 0, result.stdout + result.stderr
+        out = result.stdout
+    else:
+        script = (
+            f"exec 3<>/dev/tcp/{address}/{port}; printf 'stats\\r\\nquit\\r\\n' >&3; "
+            "timeout 5 cat <&3"
+        )
+        out = host.check_output(f"bash -c {shlex.quote(script)}")
     stats = {}
     for line in out.splitlines():
         parts = line.split()

@@ -20,6 +20,8 @@ from stackhelpers import (
     headers,
     http_status,
     listeners,
+    memcached_socket,
+    memcached_socket_command,
     memcached_stats,
     nginx_tls_mode,
     podman_hosts,
@@ -57,10 +59,52 @@ def test_postgresql_listens_on_loopback_only(host):
     assert set(addrs) <= {"127.0.0.1", "[::1]"}, addrs
 
 
-def test_memcached_listens_on_loopback_only_and_udp_is_off(host):
-    addrs = listeners(host, 11211)
-    assert addrs == ["127.0.0.1"], addrs
+def test_memcached_listens_on_its_socket_only_or_on_loopback_and_udp_is_off(host):
+    if memcached_socket():
+        # -s turns memcached's network off: no TCP or UDP port at all, on any address.
+        sockets = host.check_output("ss -ltunpH")
+        assert '"memcached"' not in sockets, sockets
+        assert listeners(host, 11211) == [], sockets
+    else:
+        addrs = listeners(host, 11211)
+        assert addrs == ["127.0.0.1"], addrs
     assert listeners(host, 11211, proto="udp") == []
+
+
+def test_memcached_socket_belongs_to_memcache_and_the_apps_group_only(host):
+    path = memcached_socket()
+    if not path:
+        pytest.skip("memcached listens on TCP in this inventory (memcached_socket_path is empty)")
+    group = host.check_output(f"id -gn {APP_USER}")
+    sock = host.file(path)
+    assert sock.is_socket
+    assert (sock.user, sock.group, sock.mode) == ("memcache", group, 0o660)
+    # Only memcache and the group may enter the directory; setgid gives the socket the group.
+    directory = host.file(path.rsplit("/", 1)[0])
+    assert (directory.user, directory.group, directory.mode) == ("memcache", group, 0o2710)
+    # After a boot (/run is a tmpfs), tmpfiles.d makes the same directory again.
+    entry = host.check_output(f"systemd-tmpfiles --cat-config | grep -E '^d +{path.rsplit('/', 1)[0]} '")
+    assert entry.split()[2:5] == ["2710", "memcache", group], entry
+
+
+def test_the_app_user_stores_and_reads_through_the_socket_and_strangers_are_refused(host):
+    path = memcached_socket()
+    if not path:
+        pytest.skip("memcached listens on TCP in this inventory (memcached_socket_path is empty)")
+    key, value = f"djstack-test-{secrets.token_hex(4)}", secrets.token_hex(8)
+    app = memcached_socket_command(host, f"stats\r\nset {key} 0 60 {len(value)}\r\n{value}\r\nget {key}\r\n"
+                                         f"delete {key}\r\n", user=APP_USER)
+    assert app.rc == 0, app.stdout + app.stderr
+    lines = app.stdout.replace("\r", "").splitlines()
+    assert any(line.startswith("STAT pid ") for line in lines) and "STORED" in lines, app.stdout
+    assert f"VALUE {key} 0 {len(value)}" in lines, app.stdout
+    assert lines[lines.index(f"VALUE {key} 0 {len(value)}") + 1] == value, app.stdout
+    # A local account outside the app's group: the kernel refuses the connection (EACCES).
+    stranger = memcached_socket_command(host, "stats\r\n", user="nobody")
+    assert stranger.rc == 3 and stranger.stdout.strip() == "ERRNO 13", stranger.stdout + stranger.stderr
+    # The app, which reaches the cache only through the socket, finds it working.
+    assert http_status(host, f"{BASE}/healthz") == 200
+    assert '"cache": "ok"' in curl(host, f"{BASE}/healthz", "-k").stdout
 
 
 def test_app_server_listens_only_where_nginx_reaches_it(host):
@@ -70,6 +114,8 @@ def test_app_server_listens_only_where_nginx_reaches_it(host):
     out = host.check_output("ss -ltnpH")
     programs = set(re.findall(r'users:\(\("([^"]+)"', out))
     allowed = {"nginx", "sshd", "postgres", "memcached", "beam.smp", "epmd", "systemd"}
+    if memcached_socket():
+        allowed.remove("memcached")  # on its unix socket only
     if app_server() == "apache_wsgi":
         assert listeners(host, 8001) == ["127.0.0.1"], out
         allowed.add("apache2")

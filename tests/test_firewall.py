@@ -18,28 +18,13 @@ from pathlib import Path
 import pytest
 
 from conftest import missing_prerequisite
+from role_templates import render_role_templates
 
 ROOT = Path(__file__).resolve().parents[1]
-ROLE = ROOT / "roles" / "firewall"
 TABLE_FILE = "etc/nftables.d/django-stack.nft"
 TEMPLATES = [TABLE_FILE, "etc/nftables.conf", "etc/systemd/system/nftables.service.d/django-stack.conf"]
 BIN = Path(sys.executable).parent
 
-RENDER = """
-- name: Render the firewall role's templates
-  hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {defaults}
-    - {vars}
-  tasks:
-    - name: Render one template
-      ansible.builtin.template:
-        src: "{templates}/{{{{ item }}}}.j2"
-        dest: "{{{{ out }}}}/{{{{ item | basename }}}}"
-        mode: "0644"
-      loop: {names}
-"""
 
 ADMIN = ["10.8.0.0/24", "2001:db8:8::/48", "192.0.2.7"]
 RULES = [
@@ -56,16 +41,7 @@ def ansible_env() -> dict:
 
 
 def render(tmp_path: Path, extra: dict) -> dict[str, str]:
-    play = tmp_path / "render.yml"
-    play.write_text(RENDER.format(defaults=ROLE / "defaults" / "main.yml", vars=ROLE / "vars" / "main.yml",
-                                  templates=ROLE / "templates", names=json.dumps(TEMPLATES)))
-    out = tmp_path / "out"
-    out.mkdir()
-    result = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
-                             "-e", json.dumps({**extra, "out": str(out)})],
-                            capture_output=True, text=True, check=False, timeout=300, env=ansible_env())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return {name: (out / Path(name).name).read_text() for name in TEMPLATES}
+    return render_role_templates(tmp_path, "firewall", TEMPLATES, extra)
 
 
 def statements(text: str) -> list[str]:

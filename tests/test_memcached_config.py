@@ -5,52 +5,19 @@ one, TCP as before. The tmpfiles.d entry makes the socket's directory again afte
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import shlex
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ROLE = ROOT / "roles" / "memcached"
-TEMPLATES = ["memcached.conf", "tmpfiles.d/memcached.conf"]
+from role_templates import render_role_templates
 
-PLAY = """
-- name: Render the memcached role's templates
-  hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {defaults}
-    - {vars}
-  tasks:
-    - name: Render one template
-      ansible.builtin.template:
-        src: "{templates}/etc/{{{{ item }}}}.j2"
-        dest: "{{{{ out }}}}/{{{{ item | replace('/', '_') }}}}"
-        mode: "0644"
-      loop: {names}
-"""
+TEMPLATES = ["memcached.conf", "tmpfiles.d/memcached.conf"]
 
 
 def render(tmp_path: Path, extra: dict) -> dict[str, str]:
-    play = tmp_path / "render.yml"
-    play.write_text(PLAY.format(defaults=ROLE / "defaults" / "main.yml", vars=ROLE / "vars" / "main.yml",
-                                templates=ROLE / "templates", names=json.dumps(TEMPLATES)))
-    out = tmp_path / "out"
-    out.mkdir()
-    variables = {"memcached_socket_group": "django", **extra, "out": str(out),
-                 "ansible_python_interpreter": sys.executable}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
-         "-e", json.dumps(variables)],
-        capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                 ANSIBLE_LOCALHOST_WARNING="false"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return {name: (out / name.replace("/", "_")).read_text() for name in TEMPLATES}
+    files = render_role_templates(tmp_path, "memcached", [f"etc/{name}" for name in TEMPLATES],
+                                  {"memcached_socket_group": "django", **extra})
+    return {name: files[f"etc/{name}"] for name in TEMPLATES}
 
 
 def wrapper_arguments(conf: str) -> list[str]:

@@ -5,34 +5,15 @@ nginx_maintenance_exempt_paths)."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-ROLE = ROOT / "roles" / "nginx"
+from role_templates import render_role_templates
+
 TEMPLATES = ["sites-available/django.conf", "snippets/security-headers.conf", "snippets/security-headers-plain-http.conf"]
 
-PLAY = """
-- name: Render the nginx role's site templates
-  hosts: localhost
-  gather_facts: false
-  vars_files:
-    - {defaults}
-    - {vars}
-  tasks:
-    - name: Render one template
-      ansible.builtin.template:
-        src: "{templates}/etc/nginx/{{{{ item }}}}.j2"
-        dest: "{{{{ out }}}}/{{{{ item | basename }}}}"
-        mode: "0644"
-      loop: {names}
-"""
 
 SITE = {"nginx_site_name": "demoapp", "nginx_server_names": ["example.com"],
         "nginx_static_root": "/srv/demoapp/static", "nginx_media_root": "/srv/demoapp/shared/media",
@@ -40,21 +21,8 @@ SITE = {"nginx_site_name": "demoapp", "nginx_server_names": ["example.com"],
 
 
 def render(tmp_path: Path, extra: dict) -> dict[str, str]:
-    play = tmp_path / "render.yml"
-    play.write_text(PLAY.format(defaults=ROLE / "defaults" / "main.yml", vars=ROLE / "vars" / "main.yml",
-                                templates=ROLE / "templates", names=json.dumps(TEMPLATES)))
-    out = tmp_path / "out"
-    out.mkdir()
-    variables = {**SITE, **extra, "out": str(out), "ansible_python_interpreter": sys.executable}
-    result = subprocess.run(
-        [str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(play),
-         "-e", json.dumps(variables)],
-        capture_output=True, text=True, check=False, timeout=300,
-        env=dict(os.environ, ANSIBLE_CONFIG=str(ROOT / "ansible.cfg"), ANSIBLE_NOCOLOR="1",
-                 ANSIBLE_LOCALHOST_WARNING="false"),
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    return {name: (out / Path(name).name).read_text() for name in TEMPLATES}
+    files = render_role_templates(tmp_path, "nginx", [f"etc/nginx/{name}" for name in TEMPLATES], {**SITE, **extra})
+    return {name: files[f"etc/nginx/{name}"] for name in TEMPLATES}
 
 
 def blocks(text: str, head: str) -> list[str]:

@@ -124,10 +124,16 @@ def upload(host, name: str, content: str | None = None) -> str:
     return match.group(1)
 
 
+# Where the playbooks put memcached's socket (playbooks/vars/wiring.yml).
+MEMCACHED_SOCKET = "/run/memcached/memcached.sock"
+
+
 def memcached_socket() -> str:
-    """memcached's unix socket on the scenario's cache host (memcached_socket_path), '' for TCP."""
+    """memcached's unix socket as the inventory's shape calls for it, '' for TCP: the playbooks give
+    the cache host a socket when every web server and worker is that host (roles/stack)."""
     cache = group_hosts("cacheservers")[0]
-    return AnsibleRunner.get_runner(INVENTORY).get_variables(cache).get("memcached_socket_path", "")
+    app_hosts = set(group_hosts("webservers")) | set(group_hosts("workers"))
+    return MEMCACHED_SOCKET if app_hosts <= {cache} else ""
 
 
 # A memcached client for the socket, with the server's own python3: connects, sends the commands

@@ -74,7 +74,7 @@ def test_memcached_listens_on_its_socket_only_or_on_loopback_and_udp_is_off(host
 def test_memcached_socket_belongs_to_memcache_and_the_apps_group_only(host):
     path = memcached_socket()
     if not path:
-        pytest.skip("memcached listens on TCP in this inventory (memcached_socket_path is empty)")
+        pytest.skip("memcached listens on TCP in this inventory (its web servers or workers are on other hosts)")
     group = host.check_output(f"id -gn {APP_USER}")
     sock = host.file(path)
     assert sock.is_socket
@@ -90,7 +90,7 @@ def test_memcached_socket_belongs_to_memcache_and_the_apps_group_only(host):
 def test_the_app_user_stores_and_reads_through_the_socket_and_strangers_are_refused(host):
     path = memcached_socket()
     if not path:
-        pytest.skip("memcached listens on TCP in this inventory (memcached_socket_path is empty)")
+        pytest.skip("memcached listens on TCP in this inventory (its web servers or workers are on other hosts)")
     key, value = f"djstack-test-{secrets.token_hex(4)}", secrets.token_hex(8)
     app = memcached_socket_command(host, f"stats\r\nset {key} 0 60 {len(value)}\r\n{value}\r\nget {key}\r\n"
                                          f"delete {key}\r\n", user=APP_USER)

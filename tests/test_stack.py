@@ -35,6 +35,8 @@ SPLIT = {
 }
 ALL_IN_ONE = {group: {"stack": {}} for group in
               ("dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers")}
+# An app without a broker, search or backups (the project scenario's shape): the groups are absent.
+MINIMAL = {group: {"stack": {}} for group in ("dbservers", "cacheservers", "webservers", "workers")}
 
 SHOW = """
 - name: Check the inventory first, as site.yml does
@@ -197,13 +199,13 @@ def test_a_bad_secret_is_named_readably_and_stops_every_host(tmp_path):
 
 
 def test_a_type_error_is_named_one_per_line_without_the_spec(tmp_path):
-    out = refused(tmp_path, ALL_IN_ONE, extra_vars={"django_app_keep_releases": "several"})
+    out = refused(tmp_path, MINIMAL, extra_vars={"django_app_keep_releases": "several"})
     assert "django_app on stack:\n  - argument 'django_app_keep_releases' is of type" in out, out[-3000:]
     assert "argument_spec_data" not in out
 
 
 def test_check_mode_on_a_server_never_converged_says_why(tmp_path):
-    out = refused(tmp_path, ALL_IN_ONE, "--check")
+    out = refused(tmp_path, MINIMAL, "--check")
     assert "stack was never converged by this project: --check cannot foresee a first converge" in " ".join(out.split()), \
         out[-3000:]
 

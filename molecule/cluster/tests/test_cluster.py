@@ -168,3 +168,32 @@ def test_check_diff_on_the_converged_servers_reports_no_change():
     changed = {name: counts["changed"] for name, counts in hosts.items() if counts["changed"] != 0}
     assert changed == {}, result.stdout[-6000:]
     timed("site.yml --check --diff", started)
+
+
+def reaches(source: str, address: str, port: int) -> bool:
+    """Whether a TCP connection from one server to another's address and port opens (the firewall
+    drops what it does not allow, so a refused one times out)."""
+    result = server(source).run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'")
+    return result.rc == 0
+
+
+def test_each_service_port_opens_only_for_the_hosts_that_use_it():
+    """The firewall's allowlist, seen from the other servers: every client of a service gets through,
+    a server that is not its client does not, and nothing reaches RabbitMQ's epmd or distribution port."""
+    web1, web2 = sorted(WEB)
+    matrix = {
+        (DB, 5432): {web1, web2, WORKER},
+        (WORKER, 11211): {web1, web2},
+        (WORKER, 5672): {web1, web2},
+        (WORKER, 8983): {web1, web2},
+        (WORKER, 4369): set(),
+        (WORKER, 25672): set(),
+    }
+    found = {}
+    for (target, port), clients in matrix.items():
+        for source in SERVERS:
+            if source != target:
+                found[(source, target, port)] = reaches(source, ADDRESS[target], port)
+    expected = {(source, target, port): source in clients
+                for (target, port), clients in matrix.items() for source in SERVERS if source != target}
+    assert found == expected

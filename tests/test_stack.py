@@ -132,15 +132,58 @@ def test_split_layout_passes_and_each_host_is_wired_from_the_inventory(tmp_path)
     assert w["cache1"]["memcached_socket_path"] == ""
     assert {r["name"]: r["sources"] for r in w["cache1"]["firewall_rules"]} == {
         "memcached": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
-    assert w["worker1"]["rabbitmq_listen_addresses"] == ["127.0.0.1", "fd00::31"]
+    # RabbitMQ: plain AMQP on loopback only, AMQP over TLS on the private address for the web servers.
+    assert w["worker1"]["rabbitmq_listen_addresses"] == ["127.0.0.1"]
+    assert w["worker1"]["rabbitmq_ssl_listen_addresses"] == ["fd00::31"]
     assert w["worker1"]["solr_listen_address"] == "fd00::31"
-    assert {r["name"]: r["sources"] for r in w["worker1"]["firewall_rules"]} == {
-        "rabbitmq": ["10.0.0.21", "10.0.0.22"], "solr": ["10.0.0.21", "10.0.0.22"]}
+    assert {r["name"]: (r["port"], r["sources"]) for r in w["worker1"]["firewall_rules"]} == {
+        "rabbitmq": (5671, ["10.0.0.21", "10.0.0.22"]), "solr": (8983, ["10.0.0.21", "10.0.0.22"])}
     # The web servers serve nothing to other hosts of the stack; nothing else listens beyond loopback.
     assert w["web2"]["firewall_rules"] == [] and w["web2"]["postgresql_listen_addresses"] == ["localhost"]
     assert w["db1"]["memcached_listen_address"] == "127.0.0.1"
     # The backups dump over the network from web1.
     assert w["web1"]["backup_db_host"] == "10.0.0.10"
+
+
+TLS_VARIABLES = ("pki_server_addresses", "postgresql_ssl_cert_file", "postgresql_ssl_key_file",
+                 "rabbitmq_ssl_listen_addresses", "rabbitmq_ssl_cert_file", "rabbitmq_ssl_key_file",
+                 "rabbitmq_ssl_ca_file", "django_app_db_sslmode", "django_app_db_sslrootcert",
+                 "django_app_celery_broker_ca_file", "backup_db_sslmode", "backup_db_sslrootcert")
+
+
+def test_split_layout_encrypts_what_leaves_a_host_and_verifies_it(tmp_path):
+    w = passing(tmp_path, SPLIT)
+    ca = "/etc/django-stack/tls/ca.crt"
+    # The CA the pki role creates lives on the database host; each server's certificate names its address.
+    assert {w[h]["pki_ca_host"] for h in w} == {"db1"}
+    assert w["db1"]["pki_server_addresses"] == ["10.0.0.10"]
+    assert w["worker1"]["pki_server_addresses"] == ["fd00::31"]
+    assert w["web2"]["pki_server_addresses"] == []
+    # PostgreSQL: its certificate on the database host only; every client elsewhere verifies it.
+    assert w["db1"]["postgresql_ssl_cert_file"] == "/etc/django-stack/tls/postgresql.crt"
+    assert w["db1"]["postgresql_ssl_key_file"] == "/etc/django-stack/tls/postgresql.key"
+    for host in ("web1", "web2", "worker1"):
+        assert (w[host]["django_app_db_sslmode"], w[host]["django_app_db_sslrootcert"]) == ("verify-full", ca)
+        assert w[host]["postgresql_ssl_cert_file"] == ""
+    assert (w["web1"]["backup_db_sslmode"], w["web1"]["backup_db_sslrootcert"]) == ("verify-full", ca)
+    # RabbitMQ: TLS on the broker's host; the web servers use amqps on 5671 with the CA, the worker
+    # beside the broker plain AMQP on loopback.
+    assert w["worker1"]["rabbitmq_ssl_cert_file"] == "/etc/django-stack/tls/rabbitmq.crt"
+    assert w["worker1"]["rabbitmq_ssl_key_file"] == "/etc/django-stack/tls/rabbitmq.key"
+    assert w["worker1"]["rabbitmq_ssl_ca_file"] == ca
+    for host in ("web1", "web2"):
+        assert (w[host]["django_app_celery_broker_port"], w[host]["django_app_celery_broker_ca_file"]) == (5671, ca)
+        assert w[host]["rabbitmq_ssl_listen_addresses"] == []
+    assert (w["worker1"]["django_app_celery_broker_port"], w["worker1"]["django_app_celery_broker_ca_file"]) == (5672, "")
+    # Nothing plain leaves a host: no firewall rule opens RabbitMQ's plain port.
+    assert not [r for h in w for r in w[h]["firewall_rules"] if r["port"] == 5672]
+
+
+def test_all_in_one_encrypts_nothing(tmp_path):
+    w = passing(tmp_path, ALL_IN_ONE)["stack"]
+    assert {name: w[name] for name in TLS_VARIABLES} == {name: ([] if name.endswith("addresses") else "")
+                                                         for name in TLS_VARIABLES}
+    assert w["django_app_celery_broker_port"] == 5672
 
 
 def test_all_in_one_passes_and_stays_on_loopback(tmp_path):

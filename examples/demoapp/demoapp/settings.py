@@ -113,6 +113,12 @@ if DB_ENGINE == "postgresql":
             "PORT": env_int("DJANGO_DB_PORT", 5432),
         }
     }
+    # TLS to a database on another host: libpq's sslmode (verify-full checks the certificate
+    # against the CA and the address) and the CA certificate. Unset: libpq's defaults.
+    DATABASES["default"]["OPTIONS"] = {
+        name: value for name, value in (("sslmode", env_str("DJANGO_DB_SSLMODE")),
+                                        ("sslrootcert", env_str("DJANGO_DB_SSLROOTCERT"))) if value
+    }
 elif DB_ENGINE == "sqlite":
     DATABASES = {
         "default": {
@@ -233,6 +239,18 @@ HAYSTACK_SIGNAL_PROCESSOR = "haystack.signals.RealtimeSignalProcessor"
 # Celery (demoapp/celery.py reads the CELERY_* settings). Without a broker URL (unit tests,
 # runserver) tasks run in the calling process instead of being queued.
 CELERY_BROKER_URL = env_str("DJANGO_CELERY_BROKER_URL")
+# AMQP over TLS (an amqps:// URL): the broker's certificate must be signed by this CA and name
+# the address the URL connects to.
+CELERY_BROKER_CA_FILE = env_str("DJANGO_CELERY_BROKER_CA_FILE")
+if CELERY_BROKER_CA_FILE:
+    import ssl
+    from urllib.parse import urlsplit
+
+    CELERY_BROKER_USE_SSL = {
+        "ca_certs": CELERY_BROKER_CA_FILE,
+        "cert_reqs": ssl.CERT_REQUIRED,
+        "server_hostname": urlsplit(CELERY_BROKER_URL).hostname,
+    }
 CELERY_TASK_ALWAYS_EAGER = not CELERY_BROKER_URL
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Results live in the models the tasks write (jobs.models), not in a result backend.

@@ -31,6 +31,15 @@ options:
   db_password:
     description: Password of O(db_user) (TCP connections with scram-sha-256 or md5).
     type: str
+  db_sslmode:
+    description:
+      - libpq's C(sslmode) for the connections and for C(pg_dump)/C(pg_restore); C(verify-full) for a server on
+        another host (its certificate checked against O(db_sslrootcert) and the address). Unset, libpq's default.
+    type: str
+    choices: [disable, allow, prefer, require, verify-ca, verify-full]
+  db_sslrootcert:
+    description: CA certificate that verifies the server (libpq's C(sslrootcert)).
+    type: path
   db_os_user:
     description:
       - OS user that runs C(pg_dump)/C(pg_restore) and opens the connections, for peer authentication.

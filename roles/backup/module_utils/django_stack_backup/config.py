@@ -47,6 +47,8 @@ SPEC = dict(
     db_user=dict(type="str", default="postgres"),
     db_password=dict(type="str", no_log=True),
     db_os_user=dict(type="str"),
+    db_sslmode=dict(type="str", choices=["disable", "allow", "prefer", "require", "verify-ca", "verify-full"]),
+    db_sslrootcert=dict(type="path"),
     db_maintenance_name=dict(type="str", default="postgres"),
     pg_bin_dir=dict(type="path"),
     # media
@@ -82,7 +84,8 @@ GROUPS = dict(
         "s3_session_token", "s3_addressing_style", "s3_ca_bundle", "s3_connect_timeout", "s3_read_timeout",
         "s3_max_attempts"],
     upload=["s3_sse", "s3_sse_kms_key_id", "s3_part_size_mb", "s3_max_concurrency"],
-    db=["db_name", "db_host", "db_port", "db_user", "db_password", "db_os_user", "pg_bin_dir"],
+    db=["db_name", "db_host", "db_port", "db_user", "db_password", "db_os_user", "db_sslmode", "db_sslrootcert",
+        "pg_bin_dir"],
     backup=["media_root", "release_id", "release_path", "encrypt_recipients"],
     retention=["keep_daily", "keep_weekly", "keep_monthly", "incomplete_grace_hours"],
     restore=["db_maintenance_name", "media_root", "backup_set", "download_dir", "keep_download", "age_identity",

@@ -72,6 +72,7 @@ class Postgres:
                               % (sys.executable, exc))
         kwargs = dict(dbname=dbname, host=self.host, port=self.port, user=self.user, connect_timeout=15,
                       application_name="django_stack_backup")
+        kwargs.update(self.ssl())
         if self.cfg.db_password:
             kwargs["password"] = self.cfg.db_password
         saved = None
@@ -92,6 +93,12 @@ class Postgres:
             self.server_version_num = conn.server_version
         return conn
 
+    def ssl(self) -> dict:
+        """libpq's TLS settings (db_sslmode, db_sslrootcert), for a server on another host: verify-full
+        checks its certificate against the CA and the address connected to."""
+        return {name: getattr(self.cfg, "db_" + name) for name in ("sslmode", "sslrootcert")
+                if getattr(self.cfg, "db_" + name, None)}
+
     def admin(self):
         """An autocommit connection to db_maintenance_name, for CREATE DATABASE, renames and drops."""
         conn = self.connect(self.cfg.db_maintenance_name)
@@ -100,8 +107,12 @@ class Postgres:
 
     def env(self) -> dict:
         env = dict(os.environ, PGAPPNAME="django_stack_backup", PGCONNECT_TIMEOUT="15")
-        for name in ("PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS"):
+        for name in ("PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGOPTIONS", "PGSSLMODE",
+                     "PGSSLROOTCERT"):
             env.pop(name, None)
+        # pg_dump and pg_restore take the same TLS settings as the connections here.
+        for name, value in self.ssl().items():
+            env["PG" + name.upper()] = value
         if self.cfg.db_password:
             env["PGPASSWORD"] = self.cfg.db_password
         if self.os_user:

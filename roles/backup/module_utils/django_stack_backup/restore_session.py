@@ -69,7 +69,7 @@ class RestoreSession:
         import psycopg2
         try:
             conn = psycopg2.connect(dbname=target, host=host, port=self.pg.port, user=name, password=password,
-                                    connect_timeout=15, application_name="django_stack_backup")
+                                    connect_timeout=15, application_name="django_stack_backup", **self.pg.ssl())
         except psycopg2.Error as exc:
             raise BackupError(
                 "the restore session (temporary role %s, not a superuser) cannot log in to %s:%s: %s. pg_hba.conf "

@@ -100,7 +100,7 @@ def test_postgresql_listens_on_its_private_address_and_lets_in_exactly_the_app_h
     addrs = set(listeners(host, 5432))
     assert ADDRESS[DB] in addrs and addrs <= {"127.0.0.1", "[::1]", ADDRESS[DB]}, addrs
     rules = host.check_output("runuser -u postgres -- psql -AtF ' ' -c "
-                              "\"SELECT address, netmask FROM pg_hba_file_rules WHERE type = 'host'\"")
+                              "\"SELECT address, netmask FROM pg_hba_file_rules WHERE type IN ('host', 'hostssl')\"")
     remote = {line.split()[0] for line in rules.splitlines() if line.split()[0] not in ("127.0.0.1", "::1")}
     assert remote == {ADDRESS[name] for name in (*WEB, WORKER)}, rules
     # Nothing else of the stack runs there.
@@ -109,7 +109,7 @@ def test_postgresql_listens_on_its_private_address_and_lets_in_exactly_the_app_h
 
 def test_the_services_of_the_worker_listen_on_its_private_address_for_the_others():
     host = server(WORKER)
-    for port in (11211, 5672, 8983):
+    for port in (11211, 5671, 8983):
         assert ADDRESS[WORKER] in listeners(host, port), port
 
 
@@ -118,7 +118,7 @@ def test_the_apps_environment_points_at_the_private_addresses(name):
     env = dict(re.findall(r"^([A-Z_]+)='(.*)'$", server(name).file(f"{APP_ROOT}/shared/env").content_string, re.M))
     assert env["DJANGO_DB_HOST"] == ADDRESS[DB]
     assert env["DJANGO_CACHE_LOCATION"] == f"{ADDRESS[WORKER]}:11211"
-    assert f"@{ADDRESS[WORKER]}:5672/" in env["DJANGO_CELERY_BROKER_URL"]
+    assert f"@{ADDRESS[WORKER]}:5671/" in env["DJANGO_CELERY_BROKER_URL"]
     assert env["DJANGO_SOLR_URL"] == f"http://{ADDRESS[WORKER]}:8983/solr/{APP_NAME}"
 
 
@@ -179,12 +179,14 @@ def reaches(source: str, address: str, port: int) -> bool:
 
 def test_each_service_port_opens_only_for_the_hosts_that_use_it():
     """The firewall's allowlist, seen from the other servers: every client of a service gets through,
-    a server that is not its client does not, and nothing reaches RabbitMQ's epmd or distribution port."""
+    a server that is not its client does not, and nothing reaches RabbitMQ's plain AMQP, epmd or
+    distribution port (AMQP from other hosts is TLS, on 5671)."""
     web1, web2 = sorted(WEB)
     matrix = {
         (DB, 5432): {web1, web2, WORKER},
         (WORKER, 11211): {web1, web2},
-        (WORKER, 5672): {web1, web2},
+        (WORKER, 5671): {web1, web2},
+        (WORKER, 5672): set(),
         (WORKER, 8983): {web1, web2},
         (WORKER, 4369): set(),
         (WORKER, 25672): set(),

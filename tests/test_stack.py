@@ -153,23 +153,23 @@ TLS_VARIABLES = ("pki_server_addresses", "postgresql_ssl_cert_file", "postgresql
 
 def test_split_layout_encrypts_what_leaves_a_host_and_verifies_it(tmp_path):
     w = passing(tmp_path, SPLIT)
-    ca = "/etc/django-stack/tls/ca.crt"
+    ca = "/etc/ssl/django-stack/ca.crt"
     # The CA the pki role creates lives on the database host; each server's certificate names its address.
     assert {w[h]["pki_ca_host"] for h in w} == {"db1"}
     assert w["db1"]["pki_server_addresses"] == ["10.0.0.10"]
     assert w["worker1"]["pki_server_addresses"] == ["fd00::31"]
     assert w["web2"]["pki_server_addresses"] == []
     # PostgreSQL: its certificate on the database host only; every client elsewhere verifies it.
-    assert w["db1"]["postgresql_ssl_cert_file"] == "/etc/django-stack/tls/postgresql.crt"
-    assert w["db1"]["postgresql_ssl_key_file"] == "/etc/django-stack/tls/postgresql.key"
+    assert w["db1"]["postgresql_ssl_cert_file"] == "/etc/ssl/django-stack/postgresql.crt"
+    assert w["db1"]["postgresql_ssl_key_file"] == "/etc/ssl/django-stack/postgresql.key"
     for host in ("web1", "web2", "worker1"):
         assert (w[host]["django_app_db_sslmode"], w[host]["django_app_db_sslrootcert"]) == ("verify-full", ca)
         assert w[host]["postgresql_ssl_cert_file"] == ""
     assert (w["web1"]["backup_db_sslmode"], w["web1"]["backup_db_sslrootcert"]) == ("verify-full", ca)
     # RabbitMQ: TLS on the broker's host; the web servers use amqps on 5671 with the CA, the worker
     # beside the broker plain AMQP on loopback.
-    assert w["worker1"]["rabbitmq_ssl_cert_file"] == "/etc/django-stack/tls/rabbitmq.crt"
-    assert w["worker1"]["rabbitmq_ssl_key_file"] == "/etc/django-stack/tls/rabbitmq.key"
+    assert w["worker1"]["rabbitmq_ssl_cert_file"] == "/etc/ssl/django-stack/rabbitmq.crt"
+    assert w["worker1"]["rabbitmq_ssl_key_file"] == "/etc/ssl/django-stack/rabbitmq.key"
     assert w["worker1"]["rabbitmq_ssl_ca_file"] == ca
     for host in ("web1", "web2"):
         assert (w[host]["django_app_celery_broker_port"], w[host]["django_app_celery_broker_ca_file"]) == (5671, ca)

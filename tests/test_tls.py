@@ -30,8 +30,8 @@ HBA = "etc/postgresql/VERSION/main/pg_hba.conf"
 DROP_IN = "etc/postgresql/VERSION/main/conf.d/50-django-stack.conf"
 CLIENTS = [{"database": "all", "user": "demoapp", "address": "10.0.0.21"},
            {"database": "all", "user": "demoapp", "address": "fd00::31/128"}]
-TLS = {"postgresql_ssl_cert_file": "/etc/django-stack/tls/postgresql.crt",
-       "postgresql_ssl_key_file": "/etc/django-stack/tls/postgresql.key"}
+TLS = {"postgresql_ssl_cert_file": "/etc/ssl/django-stack/postgresql.crt",
+       "postgresql_ssl_key_file": "/etc/ssl/django-stack/postgresql.key"}
 PG_FACTS = {"ansible_facts": {"memtotal_mb": 2048, "distribution_major_version": "13", "distribution": "Debian"},
             "postgresql_version": 17}
 
@@ -56,8 +56,8 @@ def test_remote_clients_get_hostssl_rules_and_loopback_stays_host(tmp_path):
                       ["hostssl", "all", "demoapp", "fd00::31/128", "scram-sha-256"]]
     conf = settings(files[DROP_IN])
     assert conf["ssl"] == "on"
-    assert conf["ssl_cert_file"] == "'/etc/django-stack/tls/postgresql.crt'"
-    assert conf["ssl_key_file"] == "'/etc/django-stack/tls/postgresql.key'"
+    assert conf["ssl_cert_file"] == "'/etc/ssl/django-stack/postgresql.crt'"
+    assert conf["ssl_key_file"] == "'/etc/ssl/django-stack/postgresql.key'"
     assert conf["ssl_min_protocol_version"] == "'TLSv1.2'"
 
 
@@ -77,14 +77,14 @@ def rabbitmq_conf(tmp_path: Path, extra: dict) -> dict[str, str]:
 def test_the_broker_serves_other_hosts_over_tls_and_plain_amqp_on_loopback(tmp_path):
     conf = rabbitmq_conf(tmp_path, {
         "rabbitmq_listen_addresses": ["127.0.0.1"], "rabbitmq_ssl_listen_addresses": ["10.0.0.31"],
-        "rabbitmq_ssl_cert_file": "/etc/django-stack/tls/rabbitmq.crt",
-        "rabbitmq_ssl_key_file": "/etc/django-stack/tls/rabbitmq.key",
-        "rabbitmq_ssl_ca_file": "/etc/django-stack/tls/ca.crt"})
+        "rabbitmq_ssl_cert_file": "/etc/ssl/django-stack/rabbitmq.crt",
+        "rabbitmq_ssl_key_file": "/etc/ssl/django-stack/rabbitmq.key",
+        "rabbitmq_ssl_ca_file": "/etc/ssl/django-stack/ca.crt"})
     assert {k: v for k, v in conf.items() if k.startswith("listeners.")} == {
         "listeners.tcp.1": "127.0.0.1:5672", "listeners.ssl.1": "10.0.0.31:5671"}
-    assert conf["ssl_options.certfile"] == "/etc/django-stack/tls/rabbitmq.crt"
-    assert conf["ssl_options.keyfile"] == "/etc/django-stack/tls/rabbitmq.key"
-    assert conf["ssl_options.cacertfile"] == "/etc/django-stack/tls/ca.crt"
+    assert conf["ssl_options.certfile"] == "/etc/ssl/django-stack/rabbitmq.crt"
+    assert conf["ssl_options.keyfile"] == "/etc/ssl/django-stack/rabbitmq.key"
+    assert conf["ssl_options.cacertfile"] == "/etc/ssl/django-stack/ca.crt"
     assert {conf["ssl_options.versions.1"], conf["ssl_options.versions.2"]} == {"tlsv1.3", "tlsv1.2"}
 
 
@@ -128,11 +128,11 @@ def app_urls(tmp_path: Path, extra: dict) -> dict:
 
 def test_the_app_verifies_a_remote_database_and_broker(tmp_path):
     urls = app_urls(tmp_path, {"django_app_db_host": "10.0.0.10", "django_app_db_sslmode": "verify-full",
-                               "django_app_db_sslrootcert": "/etc/django-stack/tls/ca.crt",
+                               "django_app_db_sslrootcert": "/etc/ssl/django-stack/ca.crt",
                                "django_app_celery_broker_host": "10.0.0.31", "django_app_celery_broker_port": 5671,
-                               "django_app_celery_broker_ca_file": "/etc/django-stack/tls/ca.crt"})
+                               "django_app_celery_broker_ca_file": "/etc/ssl/django-stack/ca.crt"})
     assert urls["db"] == ("postgres://demoapp:pw@10.0.0.10:5432/demoapp"
-                          "?sslmode=verify-full&sslrootcert=/etc/django-stack/tls/ca.crt")
+                          "?sslmode=verify-full&sslrootcert=/etc/ssl/django-stack/ca.crt")
     assert urls["broker"] == "amqps://demoapp:" + "p" * 20 + "@10.0.0.31:5671/demoapp"
 
 
@@ -150,11 +150,11 @@ def test_the_backups_pass_tls_to_libpq_and_to_pg_dump():
     finally:
         sys.path.pop(0)
     cfg = Config(db_host="10.0.0.10", db_port=5432, db_user="demoapp", db_password="pw", db_os_user=None,
-                 db_sslmode="verify-full", db_sslrootcert="/etc/django-stack/tls/ca.crt", pg_bin_dir=None)
+                 db_sslmode="verify-full", db_sslrootcert="/etc/ssl/django-stack/ca.crt", pg_bin_dir=None)
     pg = Postgres(cfg, [])
-    assert pg.ssl() == {"sslmode": "verify-full", "sslrootcert": "/etc/django-stack/tls/ca.crt"}
+    assert pg.ssl() == {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/django-stack/ca.crt"}
     env = pg.env()
-    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "/etc/django-stack/tls/ca.crt"
+    assert env["PGSSLMODE"] == "verify-full" and env["PGSSLROOTCERT"] == "/etc/ssl/django-stack/ca.crt"
     plain = Postgres(Config(db_host="/var/run/postgresql", db_port=5432, db_user="demoapp", db_password=None,
                             db_os_user="root", db_sslmode=None, db_sslrootcert=None, pg_bin_dir=None), [])
     assert plain.ssl() == {} and "PGSSLMODE" not in plain.env()

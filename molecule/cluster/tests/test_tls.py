@@ -22,7 +22,7 @@ from stackhelpers import APP_NAME, APP_ROOT, APP_USER, INVENTORY, group_hosts
 DB, = group_hosts("dbservers")
 WEB = sorted(group_hosts("webservers"))
 WORKER, = group_hosts("workers")
-CA = "/etc/django-stack/tls/ca.crt"
+CA = "/etc/ssl/django-stack/ca.crt"
 
 
 def server(name: str):
@@ -52,11 +52,11 @@ def test_every_server_has_the_ca_and_only_db_has_its_key():
         host = server(name)
         assert host.file(CA).exists and host.file(CA).mode == 0o644, name
         assert "BEGIN CERTIFICATE" in host.file(CA).content_string, name
-    ca_dir = server(DB).file("/etc/django-stack/ca")
+    ca_dir = server(DB).file("/etc/ssl/django-stack-ca")
     assert ca_dir.is_directory and ca_dir.user == "root" and ca_dir.mode == 0o700
-    assert server(DB).file("/etc/django-stack/ca/ca.key").mode == 0o600
+    assert server(DB).file("/etc/ssl/django-stack-ca/ca.key").mode == 0o600
     for name in (*WEB, WORKER):
-        assert not server(name).file("/etc/django-stack/ca").exists, name
+        assert not server(name).file("/etc/ssl/django-stack-ca").exists, name
 
 
 def test_a_plain_connection_from_web1_to_the_database_is_refused():

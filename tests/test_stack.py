@@ -31,7 +31,9 @@ SPLIT = {
     "brokers": {"worker1": {"stack_private_address": "fd00::31"}},
     "workers": {"worker1": {"celery_beat_enabled": True}},
     "searchservers": {"worker1": {}},
-    "backupservers": {"web1": {}},
+    # From another host than the database's, backups connect as the app's role (pg_hba lets the
+    # postgres superuser in over the database host's socket only).
+    "backupservers": {"web1": {"backup_db_user": "demoapp"}},
 }
 ALL_IN_ONE = {group: {"stack": {}} for group in
               ("dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers")}
@@ -174,6 +176,7 @@ BAD = {
                    "web2": {"ansible_host": "203.0.113.7", "django_app_db_host": "10.9.9.9"}},
     "workers": {"worker1": {"celery_beat_enabled": True},
                 "worker2": {"ansible_host": "worker2.example.com", "celery_beat_enabled": True}},
+    "backupservers": {"web1": {}},
 }
 
 
@@ -183,7 +186,8 @@ def test_a_bad_inventory_stops_every_host_before_any_change_naming_each_problem(
                    "celery beat is enabled on worker1, worker2", "at most one host",
                    "outside the private networks", "web2 (203.0.113.7)",
                    "no IP address to be reached at", "worker2. Set stack_private_address",
-                   "sets django_app_db_host, which the playbooks derive"]:
+                   "sets django_app_db_host, which the playbooks derive",
+                   "web1 take(s) the backups from another host than the database's (db1) as backup_db_user postgres"]:
         assert needle in " ".join(out.split()), f"{needle!r} not in:\n{out[-4000:]}"
 
 

@@ -519,7 +519,8 @@ def test_haproxy_rejects_bad_input(tmp_path, extra, needles):
 @pytest.mark.parametrize("networks", [["0.0.0.0/0"], ["lb1.example.com"], ["10.0.0.5; real_ip_header X-Evil"]],
                          ids=["everyone", "not-an-address", "syntax"])
 def test_nginx_refuses_trusting_forwarded_addresses_from_anyone_but_addresses(tmp_path, networks):
-    assert_rejected(run_role(tmp_path, "nginx", {"nginx_real_ip_from": networks}), "nginx_real_ip_from")
+    assert_rejected(run_role(tmp_path, "nginx", {"nginx_real_ip_from": networks}),
+                    "nginx_real_ip_from must list the load balancers' IP addresses or networks")
 
 
 # A line break in any role's variable, even one no other check reads; the role's own inputs are

@@ -62,9 +62,9 @@ def deploy_under_load(inventory: str, lb: str, source: Path, *extra: str) -> tup
     """(requests, failed, seconds of the deploy)."""
     podman_exec(lb, "rm -f /tmp/bench-stop /tmp/bench-codes-*")
     for n in range(CLIENTS):
-        urls = " ".join(["https://localhost/counter/"] * (20 if n % 2 else 1))
+        urls = " ".join(["-o /dev/null https://localhost/counter/"] * (20 if n % 2 else 1))
         loop = (f"end=$((SECONDS+1800)); while [ ! -e /tmp/bench-stop ] && [ $SECONDS -lt $end ]; do "
-                f"curl -sk -o /dev/null --max-time 20 -w '%{{http_code}}\\n' {urls} >> /tmp/bench-codes-{n}; done")
+                f"curl -sk --max-time 20 -w '%{{http_code}}\\n' {urls} >> /tmp/bench-codes-{n}; done")
         subprocess.run(["podman", "exec", "-d", lb, "bash", "-c", loop], check=True)
     time.sleep(2)
     started = time.monotonic()

@@ -74,9 +74,9 @@ def start_load(clients: int = 4, seconds: int = 1200) -> None:
     lb.run("rm -f /tmp/stop-load /tmp/load-codes-*")
     auth = " ".join(shlex.quote(a) for a in basic_auth())
     for n in range(clients):
-        urls = " ".join([f"{BASE}/counter/"] * (20 if n % 2 else 1))
+        urls = " ".join([f"-o /dev/null {BASE}/counter/"] * (20 if n % 2 else 1))
         script = (f"end=$((SECONDS+{seconds})); while [ ! -e /tmp/stop-load ] && [ $SECONDS -lt $end ]; do "
-                  f"curl -sk -o /dev/null --max-time 20 {auth} -w '%{{http_code}}\\n' {urls} >> /tmp/load-codes-{n}; done")
+                  f"curl -sk --max-time 20 {auth} -w '%{{http_code}}\\n' {urls} >> /tmp/load-codes-{n}; done")
         lb.run(f"nohup bash -c {shlex.quote(script)} >/dev/null 2>&1 &")
 
 

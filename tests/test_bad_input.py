@@ -54,6 +54,8 @@ ROLE_INPUTS = {
     "solr": {"solr_core_name": APP["name"], "solr_app_manage": APP["root"] + "/bin/manage",
              "solr_app_user": APP["user"], "solr_app_group": APP["group"]},
     "memcached": {"memcached_socket_group": APP["group"]},
+    "haproxy": {"haproxy_site_name": APP["name"], "haproxy_server_name": "example.com", "haproxy_health_path": "/healthz",
+                "haproxy_backends": [{"name": "web1", "address": "10.0.0.21"}, {"name": "web2", "address": "10.0.0.22"}]},
 }
 
 
@@ -490,6 +492,37 @@ def test_solr_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "solr", extra), *needles)
 
 
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"haproxy_backends": []}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web1", "address": "web1.example.com"}]}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web 1", "address": "10.0.0.21"}]}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web1", "address": "10.0.0.21"}, {"name": "web1", "address": "10.0.0.22"}]},
+         ["haproxy_backends"]),
+        ({"haproxy_server_name": ".example.com"}, ["haproxy_server_name"]),
+        ({"haproxy_health_path": "healthz"}, ["haproxy_health_path"]),
+        ({"haproxy_health_path": "/healthz hdr Host evil"}, ["haproxy_health_path"]),
+        ({"haproxy_https_port": 80}, ["haproxy_https_port"]),
+        ({"haproxy_tls_mode": "provided"}, ["haproxy_tls_certificate"]),
+        ({"haproxy_tls_mode": "acme"}, ["haproxy_tls_mode"]),
+        ({"haproxy_backend_ca": "not a certificate"}, ["haproxy_backend_ca"]),
+    ],
+    ids=["no-backend", "backend-not-an-address", "backend-name-space", "backend-name-twice", "server-name-wildcard",
+         "health-path-relative", "health-path-syntax", "same-ports", "provided-without-certificate", "tls-mode-choice",
+         "backend-ca-not-pem"],
+)
+def test_haproxy_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "haproxy", extra), *needles)
+
+
+@pytest.mark.parametrize("networks", [["0.0.0.0/0"], ["lb1.example.com"], ["10.0.0.5; real_ip_header X-Evil"]],
+                         ids=["everyone", "not-an-address", "syntax"])
+def test_nginx_refuses_trusting_forwarded_addresses_from_anyone_but_addresses(tmp_path, networks):
+    assert_rejected(run_role(tmp_path, "nginx", {"nginx_real_ip_from": networks}),
+                    "nginx_real_ip_from must list the load balancers' IP addresses or networks")
+
+
 # A line break in any role's variable, even one no other check reads; the role's own inputs are
 # otherwise valid.
 LINE_BREAKS = {
@@ -498,6 +531,7 @@ LINE_BREAKS = {
     "memcached": {"memcached_extra_options": ["-v\n-l 0.0.0.0"]},
     "rabbitmq": {**RABBITMQ_OK, "rabbitmq_disk_free_limit": "1GB\nlisteners.tcp.2 = 0.0.0.0:5672"},
     "nginx": {"nginx_client_max_body_size": "20m", "nginx_site_name": "demoapp\nx"},
+    "haproxy": {"haproxy_health_path": "/healthz\nserver evil 203.0.113.9:443"},
     "gunicorn": {"gunicorn_wsgi_app": "demoapp.wsgi:application\nExecStartPre=/bin/true"},
     "apache_wsgi": {"apache_wsgi_wsgi_app": "demoapp.wsgi:application\nx"},
     "celery": {**CELERY_OK, "celery_app_module": "demoapp\nExecStartPre=/bin/true"},

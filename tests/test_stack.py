@@ -158,6 +158,32 @@ def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
     assert w["backup_db_host"] == "/var/run/postgresql"
 
 
+def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_every_web_server(tmp_path):
+    w = passing(tmp_path, {**SPLIT, "loadbalancers": {"lb1": {"stack_private_address": "10.0.0.5"},
+                                                      "lb2": {"stack_private_address": "10.0.0.6"}}})
+    for lb in ("lb1", "lb2"):
+        assert w[lb]["firewall_public_tcp_ports"] == [80, 443] and w[lb]["firewall_rules"] == []
+        assert w[lb]["haproxy_backends"] == [{"name": "web1", "address": "10.0.0.21"},
+                                             {"name": "web2", "address": "10.0.0.22"}]
+        assert w[lb]["haproxy_backend_port"] == 443
+    for web in ("web1", "web2"):
+        assert w[web]["firewall_public_tcp_ports"] == []
+        assert {r["name"]: (r["port"], r["sources"]) for r in w[web]["firewall_rules"]} == {
+            "web": ([80, 443], ["10.0.0.5", "10.0.0.6"])}
+        assert w[web]["nginx_real_ip_from"] == ["10.0.0.5", "10.0.0.6"]
+    # The other tiers let the balancers into nothing.
+    assert {r["name"]: r["sources"] for r in w["db1"]["firewall_rules"]} == {
+        "postgresql": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
+
+
+def test_without_load_balancers_the_web_servers_face_everyone_and_trust_no_forwarded_header(tmp_path):
+    w = passing(tmp_path, SPLIT)
+    for web in ("web1", "web2"):
+        assert w[web]["firewall_public_tcp_ports"] == [80, 443]
+        assert w[web]["nginx_real_ip_from"] == []
+    assert passing(tmp_path / "aio", ALL_IN_ONE)["stack"]["firewall_public_tcp_ports"] == [80, 443]
+
+
 def refused(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = None) -> str:
     """A run that stopped in the checks: no host changed, and no host went on to the next play."""
     result, wired = wiring(tmp_path, groups, *args, extra_vars=extra_vars)
@@ -189,6 +215,11 @@ def test_a_bad_inventory_stops_every_host_before_any_change_naming_each_problem(
                    "sets django_app_db_host, which the playbooks derive",
                    "web1 take(s) the backups from another host than the database's (db1) as backup_db_user postgres"]:
         assert needle in " ".join(out.split()), f"{needle!r} not in:\n{out[-4000:]}"
+
+
+def test_a_load_balancer_on_a_web_server_is_refused(tmp_path):
+    out = refused(tmp_path, {**SPLIT, "loadbalancers": {"web1": {}}})
+    assert "web1 in both loadbalancers and webservers" in " ".join(out.split()), out[-3000:]
 
 
 def test_an_inventory_without_a_database_host_is_refused(tmp_path):

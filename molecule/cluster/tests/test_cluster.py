@@ -1,6 +1,6 @@
-"""Four servers, each tier where production puts it, converged with site.yml over SSH as `deploy`
+"""Five servers, each tier where production puts it, converged with site.yml over SSH as `deploy`
 (a sudo user, as on a cloud image): the wiring derived from the inventory's groups and each
-server's stack_private_address works across hosts.
+server's stack_private_address works across hosts. The load balancer and rolling deploys: test_rolling.py.
 
 Tests talk to each server through testinfra's podman backend (as root, to look); what Ansible does
 (converge, check mode, backup, drill) goes over SSH as deploy. The tests run in file order.
@@ -26,7 +26,8 @@ BASE = "https://localhost"
 DB, = group_hosts("dbservers")
 WEB = group_hosts("webservers")
 WORKER, = group_hosts("workers")
-SERVERS = [DB, *WEB, WORKER]
+LBS = group_hosts("loadbalancers")
+SERVERS = [DB, *WEB, WORKER, *LBS]
 RUNNER = AnsibleRunner.get_runner(INVENTORY)
 ADDRESS = {name: RUNNER.get_variables(name)["stack_private_address"] for name in SERVERS}
 

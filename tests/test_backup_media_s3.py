@@ -7,10 +7,11 @@ See backup_support.py for how the modules run."""
 from __future__ import annotations
 
 import hashlib
+import json
 import subprocess
 
 import pytest
-from backup_support import COUNTS, KEY_ID, PREFIX, SECRET, fake_set, play, run
+from backup_support import BIN, COUNTS, KEY_ID, PREFIX, ROLE, SECRET, ansible_env, fake_set, play, run
 
 pytestmark = pytest.mark.usefixtures("backup_host_tools")
 
@@ -147,3 +148,50 @@ def test_media_root_and_a_media_bucket_are_refused_together(env, media):
     assert both["failed"] and "media_root" in both["msg"] and "media_s3_bucket" in both["msg"]
     assert half["failed"] and "media_s3_access_key and media_s3_secret_key go together" in half["msg"]
     assert env.keys() == []
+
+
+ROLE_CONFIG_PLAY = """
+- hosts: localhost
+  gather_facts: false
+  vars_files: ["{role}/defaults/main.yml", "{role}/vars/main.yml"]
+  tasks:
+    - ansible.builtin.copy:
+        content: "{{{{ _backup_config | to_json }}}}"
+        dest: "{out}"
+        mode: "0600"
+"""
+
+
+def role_config(env, **variables) -> dict:
+    """The server's configuration file as the backup role writes it (its _backup_config)."""
+    out = env.tmp / f"config-{len(variables)}.json"
+    book = env.tmp / "config-play.yml"
+    book.write_text(ROLE_CONFIG_PLAY.format(role=ROLE, out=out))
+    base = dict(backup_name="demo", backup_s3_bucket=env.bucket, backup_s3_prefix=PREFIX,
+                backup_s3_endpoint_url=env.moto.endpoint, backup_s3_region="us-east-1", backup_s3_access_key=KEY_ID,
+                backup_s3_secret_key=SECRET, backup_db_name=env.db, backup_db_host=env.cluster.host,
+                backup_db_port=env.cluster.port, backup_db_owner="x", backup_media_root=str(env.media),
+                backup_media_owner="nobody", backup_media_group="nogroup", backup_media_s3_bucket="",
+                backup_media_s3_endpoint_url="", backup_media_s3_region="", backup_media_s3_addressing_style="auto",
+                backup_release_path="", backup_env_file="/dev/null", backup_app_user="nobody",
+                backup_encrypt_recipients=[])
+    extra = env.tmp / "config-vars.json"
+    extra.write_text(json.dumps({**base, **variables}))
+    proc = subprocess.run([str(BIN / "ansible-playbook"), "-i", "localhost,", "-c", "local", str(book),
+                           "-e", f"@{extra}"], capture_output=True, text=True, check=False, timeout=120,
+                          env=ansible_env(env.tmp))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.read_text())
+
+
+def test_the_role_configures_the_nightly_backup_of_the_bucket(env, media):
+    local = role_config(env)
+    assert local["media_root"] == str(env.media) and not any(k.startswith("media_s3") for k in local)
+    config = role_config(env, backup_media_s3_bucket=media, backup_media_s3_endpoint_url=env.moto.endpoint,
+                         backup_media_s3_region="us-east-1", backup_media_s3_addressing_style="path",
+                         backup_media_s3_access_key=KEY_ID, backup_media_s3_secret_key=SECRET)
+    assert "media_root" not in config and config["media_s3_bucket"] == media
+    config.pop("release_path", None)
+    rc, made, err = env.cli(config, "backup")  # the command the nightly timer runs
+    assert rc == 0, err
+    assert made["manifest"]["media"]["bucket"] == media and made["manifest"]["media"]["files"] == 3

@@ -22,13 +22,16 @@ import zlib
 import pytest
 import testinfra
 
-from stackhelpers import APP_ROOT, APP_USER, curl, group_hosts, post_form, run_playbook
+from stackhelpers import APP_ROOT, APP_USER, curl, group_hosts, http_status, post_form, run_playbook
 
 BASE = "https://localhost"
 WEB1, WEB2 = sorted(group_hosts("webservers"))
 WORKER, = group_hosts("workers")
 BACKUP, = group_hosts("backupservers")
 BUCKET = "djstack-cluster-media"
+# What the tests leave for the next ones (they run in file order): the file uploaded through web1,
+# and the bucket's keys when the backup was taken.
+STATE: dict = {}
 
 
 def server(name: str):
@@ -71,15 +74,21 @@ def app_env(name: str) -> dict[str, str]:
     return dict(re.findall(r"^([A-Z_0-9]+)='(.*)'$", content, re.M))
 
 
-def bucket_keys(host) -> list[str]:
-    """The keys in the media bucket, listed with the app's own boto3 and settings."""
+def in_bucket(host, listing: str):
+    """What an S3 listing of the media bucket gives (`c` the client, `b` the bucket), run with the
+    app's own boto3 and settings on host."""
     script = ("import boto3, os, json; e = os.environ; c = boto3.client('s3', endpoint_url=e['DJANGO_MEDIA_S3_ENDPOINT_URL'], "
               "region_name=e['DJANGO_MEDIA_S3_REGION'], aws_access_key_id=e['DJANGO_MEDIA_S3_ACCESS_KEY'], "
-              "aws_secret_access_key=e['DJANGO_MEDIA_S3_SECRET_KEY']); "
-              "p = c.get_paginator('list_objects_v2').paginate(Bucket=e['DJANGO_MEDIA_S3_BUCKET']); "
-              "print(json.dumps([o['Key'] for page in p for o in page.get('Contents', [])]))")
+              "aws_secret_access_key=e['DJANGO_MEDIA_S3_SECRET_KEY']); b = e['DJANGO_MEDIA_S3_BUCKET']; "
+              f"print(json.dumps({listing}))")
     command = (f"set -a; . {APP_ROOT}/shared/env; set +a; cd {APP_ROOT}/current && .venv/bin/python -c \"{script}\"")
     return json.loads(host.check_output(f"runuser -u {APP_USER} -- sh -c '{command}'"))
+
+
+def bucket_keys(host) -> list[str]:
+    """The keys in the media bucket (its current objects)."""
+    return sorted(in_bucket(host, "[o['Key'] for p in c.get_paginator('list_objects_v2').paginate(Bucket=b) "
+                                  "for o in p.get('Contents', [])]"))
 
 
 @pytest.mark.parametrize("name", [WEB1, WEB2, WORKER])
@@ -104,6 +113,7 @@ def test_a_file_uploaded_through_web1_is_served_byte_for_byte_through_web2():
     assert url.startswith(f"http://s3:5000/{BUCKET}/uploads/") and "X-Amz-Signature=" in url, url
     got = fetch(web2, url)
     assert hashlib.sha256(got).hexdigest() == hashlib.sha256(content).hexdigest()
+    STATE["file"] = (name, content)
     # web1's own link gives the same bytes.
     assert fetch(web1, listed_url(web1, name)) == content
 
@@ -136,6 +146,7 @@ def test_a_thumbnail_made_by_the_worker_is_readable_through_both_web_servers():
 
 def test_the_backup_from_web1_holds_the_buckets_objects_and_the_drill_counts_them():
     keys = bucket_keys(server(BACKUP))
+    STATE["keys"] = keys
     assert any(k.startswith("uploads/") for k in keys) and any(k.startswith("thumbnails/") for k in keys), keys
     result = run_playbook("playbooks/backup.yml")
     assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
@@ -145,3 +156,27 @@ def test_the_backup_from_web1_holds_the_buckets_objects_and_the_drill_counts_the
     assert counted, result.stdout[-3000:]
     # Every object of the bucket, and only those: the set was made from the bucket, not a disk.
     assert int(counted.group(1)) == len(keys), (counted.group(0), keys)
+
+
+def test_a_restore_puts_the_buckets_objects_of_the_set_back():
+    """The set over the live site: a file uploaded after the backup leaves the bucket (its bytes kept
+    as a noncurrent version: the bucket is versioned) and the pages; what the set holds is served again."""
+    assert "keys" in STATE and "file" in STATE, "needs the tests above"
+    web1, web2 = server(WEB1), server(WEB2)
+    later = f"after-{secrets.token_hex(4)}.txt"
+    put_file(web2, later, b"uploaded after the backup")
+    assert post_form(web2, "/uploads/", f"file=@/tmp/{later}") == "302"
+    later_key = next(k for k in bucket_keys(server(BACKUP)) if k.startswith(f"uploads/{later[:-4]}"))
+    result = run_playbook("playbooks/restore.yml")
+    assert result.returncode == 0, result.stdout[-5000:] + result.stderr[-2000:]
+    assert re.search(r"noncurrent versions in s3://" + BUCKET, result.stdout), result.stdout[-3000:]
+    assert bucket_keys(server(BACKUP)) == STATE["keys"]
+    versions = in_bucket(server(BACKUP), "[v['Key'] for v in c.list_object_versions(Bucket=b, Prefix='uploads/')"
+                                         ".get('Versions', []) if not v['IsLatest']]")
+    assert later_key in versions, versions
+    # The database is the set's too: the later upload is listed nowhere; the earlier file is served again.
+    name, content = STATE["file"]
+    for host in (web1, web2):
+        assert http_status(host, f"{BASE}/healthz") == 200
+        assert later[:-4] not in curl(host, f"{BASE}/uploads/", "-k").stdout
+    assert fetch(web2, listed_url(web2, name)) == content

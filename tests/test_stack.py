@@ -35,6 +35,8 @@ SPLIT = {
     # postgres superuser in over the database host's socket only).
     "backupservers": {"web1": {"backup_db_user": "demoapp"}},
 }
+# Its uploads in a bucket: three hosts run the app, and each reads every upload.
+MEDIA_BUCKET = {"django_app_media_s3_bucket": "acme-media", "django_app_media_s3_region": "eu-central-1"}
 ALL_IN_ONE = {group: {"stack": {}} for group in
               ("dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers")}
 # An app without a broker, search or backups (the project scenario's shape): the groups are absent.
@@ -108,14 +110,14 @@ def wiring(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = N
     return result, wired
 
 
-def passing(tmp_path: Path, groups: dict) -> dict[str, dict]:
-    result, wired = wiring(tmp_path, groups)
+def passing(tmp_path: Path, groups: dict, extra_vars: dict | None = None) -> dict[str, dict]:
+    result, wired = wiring(tmp_path, groups, extra_vars=extra_vars)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return wired
 
 
 def test_split_layout_passes_and_each_host_is_wired_from_the_inventory(tmp_path):
-    w = passing(tmp_path, SPLIT)
+    w = passing(tmp_path, SPLIT, MEDIA_BUCKET)
     # The app reaches each service at its host's private address; IPv6 in brackets where a port follows.
     for host in ("web1", "web2", "worker1"):
         assert w[host]["django_app_db_host"] == "10.0.0.10"
@@ -227,8 +229,18 @@ def test_an_inventory_without_a_database_host_is_refused(tmp_path):
     assert "0 host(s) in the dbservers group (none); the app needs exactly one" in " ".join(out.split()), out[-3000:]
 
 
+def test_an_app_on_several_hosts_with_its_uploads_on_local_disk_is_refused(tmp_path):
+    out = " ".join(refused(tmp_path, SPLIT).split())
+    assert "The app runs on 3 hosts (web1, web2, worker1) with its uploads on each one's own disk" in out, out[-3000:]
+    assert "Set django_app_media_s3_bucket" in out and "stack_media_shared: true" in out, out[-3000:]
+
+
+def test_uploads_shared_otherwise_are_accepted_on_several_hosts(tmp_path):
+    passing(tmp_path, SPLIT, {"stack_media_shared": True})
+
+
 def test_a_bad_secret_is_named_readably_and_stops_every_host(tmp_path):
-    out = refused(tmp_path, SPLIT, extra_vars={"rabbitmq_erlang_cookie": "short"})
+    out = refused(tmp_path, SPLIT, extra_vars={**MEDIA_BUCKET, "rabbitmq_erlang_cookie": "short"})
     assert "rabbitmq on worker1:\n  - rabbitmq_erlang_cookie must be 20 to 255 letters and digits" in out, out[-3000:]
     assert "argument_spec_data" not in out
 

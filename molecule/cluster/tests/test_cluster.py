@@ -142,7 +142,8 @@ def test_the_workers_celery_runs_tasks():
 
 
 def test_a_backup_from_web1_and_a_restore_drill_succeed():
-    # Something in web1's media (the backups take them from there) besides the notes in the database.
+    # An upload besides the notes in the database: in the media bucket (zz-media.yml), which the
+    # backups on web1 copy into the set.
     upload(server(group_hosts("backupservers")[0]), f"cluster-{secrets.token_hex(4)}.txt", secrets.token_hex(64))
     started = time.monotonic()
     result = run_playbook("playbooks/backup.yml")

@@ -58,7 +58,9 @@ lint: deps ## yamllint, ansible-lint (production profile), role docs in sync wit
 	ANSIBLE_VAULT_IDENTITY_LIST=demo@inventories/demo/vault-password.txt ansible-lint
 
 unit: deps ## Python tests: roles' interfaces and boundaries, modules, the example projects (no containers)
-	@pytest -p no:cacheprovider -m "not container" tests
+# One pytest worker per core (pytest-xdist), each test file whole on one worker: a file's tests
+# may build on the ones before them.
+	@pytest -p no:cacheprovider -m "not container" -n auto --dist loadfile tests
 	cd examples/demoapp && DJANGO_DB_ENGINE=sqlite DJANGO_SECRET_KEY=unit-tests-only-$$(printf 'x%.0s' {1..50}) \
 	  DJANGO_ALLOWED_HOSTS=testserver DJANGO_SECURE_SSL_REDIRECT=false \
 	  $(VENV)/bin/python manage.py test --noinput -v 1

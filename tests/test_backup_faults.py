@@ -293,7 +293,7 @@ def test_bad_input_fails_naming_the_option(env):
         ("django_restore", dict(base, db_restore_mode="scratch", db_scratch_name=env.db),
          "db_scratch_name must differ from db_name"),
         ("django_restore", dict(base, db_restore_mode="swap", media_restore_mode="swap"),
-         "media_restore_mode is swap but all of the following are missing: media_root"),
+         "media_restore_mode is swap but any of the following are missing: media_root, media_s3_bucket"),
         ("django_restore", dict(base, download_dir="/nonexistent"), "download_dir /nonexistent is not a directory"),
     ]
     cases = [(m, {k: v for k, v in a.items() if v is not None}, msg) for m, a, msg in cases]

@@ -49,11 +49,15 @@ ROLE_INPUTS = {
                          "django_processes_working_dir": APP["current"], "django_processes_env_file": APP["env"]},
     "backup": {"backup_name": APP["name"], "backup_db_name": APP["name"], "backup_db_owner": APP["name"],
                "backup_media_root": APP["root"] + "/shared/media", "backup_media_owner": APP["user"],
-               "backup_media_group": APP["group"], "backup_release_path": APP["current"],
+               "backup_media_group": APP["group"], "backup_media_s3_bucket": "", "backup_media_s3_endpoint_url": "",
+               "backup_media_s3_region": "", "backup_media_s3_addressing_style": "auto",
+               "backup_release_path": APP["current"],
                "backup_env_file": APP["env"], "backup_app_user": APP["user"]},
     "solr": {"solr_core_name": APP["name"], "solr_app_manage": APP["root"] + "/bin/manage",
              "solr_app_user": APP["user"], "solr_app_group": APP["group"]},
     "memcached": {"memcached_socket_group": APP["group"]},
+    "haproxy": {"haproxy_site_name": APP["name"], "haproxy_server_name": "example.com", "haproxy_health_path": "/healthz",
+                "haproxy_backends": [{"name": "web1", "address": "10.0.0.21"}, {"name": "web2", "address": "10.0.0.22"}]},
 }
 
 
@@ -207,6 +211,44 @@ def test_django_app_accepts_good_cache_locations(tmp_path, locations):
     # It went past the locations' check to a later one, which failed.
     assert result.returncode != 0 and "django_app_build_user" in out, out[-3000:]
     assert "django_app_cache_locations: each entry" not in out, out[-3000:]
+
+
+MEDIA_S3 = {"django_app_media_s3_bucket": "acme-media", "django_app_media_s3_endpoint_url": "https://s3.internal:9000",
+            "django_app_media_s3_access_key": "AKIDMEDIA", "django_app_media_s3_secret_key": "media-secret-value"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"django_app_media_s3_bucket": "Acme_Media"}, ["django_app_media_s3_bucket", "'Acme_Media'"]),
+        ({"django_app_media_s3_bucket": "ab"}, ["django_app_media_s3_bucket", "'ab'"]),
+        ({"django_app_media_s3_bucket": "acme..media"}, ["django_app_media_s3_bucket", "'acme..media'"]),
+        ({"django_app_media_s3_bucket": "192.168.1.10"}, ["django_app_media_s3_bucket", "not an IP address"]),
+        ({"django_app_media_s3_endpoint_url": "http://s3.internal:9000"},
+         ["django_app_media_s3_allow_http", "'http://s3.internal:9000'"]),
+        ({"django_app_media_s3_endpoint_url": "https://s3.internal/bucket path"}, ["django_app_media_s3_endpoint_url"]),
+        ({"django_app_media_s3_secret_key": ""}, ["django_app_media_s3_access_key and django_app_media_s3_secret_key"]),
+        ({"django_app_media_s3_url": "http://cdn.example.com/"}, ["django_app_media_s3_url", "'http://cdn.example.com/'"]),
+        ({"django_app_media_s3_addressing_style": "dns"}, ["django_app_media_s3_addressing_style"]),
+        ({"django_app_media_s3_bucket": ""}, ["the endpoint", "need django_app_media_s3_bucket"]),
+    ],
+    ids=["bucket-case", "bucket-short", "bucket-dots", "bucket-ip", "endpoint-http", "endpoint-path", "half-keys",
+         "url-http", "addressing-style", "settings-without-bucket"],
+)
+def test_django_app_rejects_bad_media_bucket(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "django_app", {**APP_OK, **MEDIA_S3, **extra}), *needles)
+
+
+def test_django_app_accepts_a_media_bucket(tmp_path):
+    """Good bucket settings (a private http endpoint allowed) pass the bucket's check."""
+    variables = {**APP_OK, **MEDIA_S3, "django_app_media_s3_endpoint_url": "http://10.0.0.5:9000",
+                 "django_app_media_s3_allow_http": True, "django_app_media_s3_url": "https://cdn.example.com/media/",
+                 "django_app_build_user": "root"}
+    result = run_role(tmp_path, "django_app", variables)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "django_app_build_user" in out, out[-3000:]
+    assert "Invalid media bucket input" not in out, out[-3000:]
+    assert "media-secret-value" not in out
 
 
 @pytest.mark.parametrize(
@@ -458,10 +500,17 @@ BACKUP_OK = {"backup_s3_bucket": "acme-backups",
         ({"backup_restore_db_name": "Demo-Restore"}, ["backup_restore_db_name"]),
         ({"backup_db_maintenance_database": "postgres; DROP"}, ["backup_db_maintenance_database"]),
         ({"backup_db_admin_host": "db9.example.com"}, ["backup_db_admin_host"]),
+        ({"backup_media_s3_bucket": "Media_Bucket"}, ["backup_media_s3_bucket", "'Media_Bucket'"]),
+        ({"backup_media_s3_bucket": "media", "backup_media_s3_endpoint_url": "https://s3.internal/x y"},
+         ["backup_media_s3_endpoint_url", "'https://s3.internal/x y'"]),
+        ({"backup_media_s3_bucket": "media", "backup_media_s3_access_key": "AKIDMEDIA"},
+         ["backup_media_s3_access_key and backup_media_s3_secret_key"]),
+        ({"backup_media_s3_addressing_style": "dns"}, ["backup_media_s3_addressing_style"]),
     ],
     ids=["bucket-name", "key-without-secret", "recipient", "no-daily", "sse-choice", "unencrypted",
          "drill-on-the-live-database", "drill-on-postgres", "restore-in-place", "restore-on-the-live-database",
-         "restore-db-name", "maintenance-database-name", "admin-host-not-in-inventory"],
+         "restore-db-name", "maintenance-database-name", "admin-host-not-in-inventory", "media-bucket-name",
+         "media-endpoint", "media-key-without-secret", "media-addressing-style"],
 )
 def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)
@@ -490,6 +539,37 @@ def test_solr_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "solr", extra), *needles)
 
 
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"haproxy_backends": []}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web1", "address": "web1.example.com"}]}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web 1", "address": "10.0.0.21"}]}, ["haproxy_backends"]),
+        ({"haproxy_backends": [{"name": "web1", "address": "10.0.0.21"}, {"name": "web1", "address": "10.0.0.22"}]},
+         ["haproxy_backends"]),
+        ({"haproxy_server_name": ".example.com"}, ["haproxy_server_name"]),
+        ({"haproxy_health_path": "healthz"}, ["haproxy_health_path"]),
+        ({"haproxy_health_path": "/healthz hdr Host evil"}, ["haproxy_health_path"]),
+        ({"haproxy_https_port": 80}, ["haproxy_https_port"]),
+        ({"haproxy_tls_mode": "provided"}, ["haproxy_tls_certificate"]),
+        ({"haproxy_tls_mode": "acme"}, ["haproxy_tls_mode"]),
+        ({"haproxy_backend_ca": "not a certificate"}, ["haproxy_backend_ca"]),
+    ],
+    ids=["no-backend", "backend-not-an-address", "backend-name-space", "backend-name-twice", "server-name-wildcard",
+         "health-path-relative", "health-path-syntax", "same-ports", "provided-without-certificate", "tls-mode-choice",
+         "backend-ca-not-pem"],
+)
+def test_haproxy_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "haproxy", extra), *needles)
+
+
+@pytest.mark.parametrize("networks", [["0.0.0.0/0"], ["lb1.example.com"], ["10.0.0.5; real_ip_header X-Evil"]],
+                         ids=["everyone", "not-an-address", "syntax"])
+def test_nginx_refuses_trusting_forwarded_addresses_from_anyone_but_addresses(tmp_path, networks):
+    assert_rejected(run_role(tmp_path, "nginx", {"nginx_real_ip_from": networks}),
+                    "nginx_real_ip_from must list the load balancers' IP addresses or networks")
+
+
 # A line break in any role's variable, even one no other check reads; the role's own inputs are
 # otherwise valid.
 LINE_BREAKS = {
@@ -498,6 +578,7 @@ LINE_BREAKS = {
     "memcached": {"memcached_extra_options": ["-v\n-l 0.0.0.0"]},
     "rabbitmq": {**RABBITMQ_OK, "rabbitmq_disk_free_limit": "1GB\nlisteners.tcp.2 = 0.0.0.0:5672"},
     "nginx": {"nginx_client_max_body_size": "20m", "nginx_site_name": "demoapp\nx"},
+    "haproxy": {"haproxy_health_path": "/healthz\nserver evil 203.0.113.9:443"},
     "gunicorn": {"gunicorn_wsgi_app": "demoapp.wsgi:application\nExecStartPre=/bin/true"},
     "apache_wsgi": {"apache_wsgi_wsgi_app": "demoapp.wsgi:application\nx"},
     "celery": {**CELERY_OK, "celery_app_module": "demoapp\nExecStartPre=/bin/true"},

@@ -32,7 +32,9 @@ PLAY = """
         mode: "0600"
     - name: Write the composites
       ansible.builtin.copy:
-        content: "{{{{ {{'database_url': django_app_database_url, 'cache_url': django_app_cache_url}} | to_json }}}}"
+        content: "{{{{ {{'database_url': django_app_database_url, 'cache_url': django_app_cache_url,
+                      'media_on_s3': django_app_export.media_on_s3,
+                      'media_s3_bucket': django_app_export.media_s3_bucket}} | to_json }}}}"
         dest: {out}/composites.json
         mode: "0600"
 """
@@ -146,3 +148,22 @@ def test_a_memcached_socket_reaches_the_apps_settings_as_a_socket(tmp_path):
 
     clients = PyMemcacheCache(caches["LOCATION"], {})._cache.clients
     assert [client.server for client in clients.values()] == ["/run/memcached/memcached.sock"]
+
+
+def test_the_media_bucket_reaches_the_app_and_the_export(tmp_path):
+    (tmp_path / "local").mkdir()
+    local, composites = render(tmp_path / "local", {})
+    assert composites["media_on_s3"] is False and sourced(local)["DJANGO_MEDIA_S3_BUCKET"] == ""
+    bucket = {"django_app_media_s3_bucket": "acme-media", "django_app_media_s3_endpoint_url": "https://s3.internal:9000",
+              "django_app_media_s3_region": "eu-west-1", "django_app_media_s3_addressing_style": "path",
+              "django_app_media_s3_access_key": "AKIDMEDIA", "django_app_media_s3_secret_key": "s3cr3t/+=",
+              "django_app_media_s3_url": "https://cdn.example.com/media/"}
+    (tmp_path / "s3").mkdir()
+    path, composites = render(tmp_path / "s3", bucket)
+    assert composites["media_on_s3"] is True and composites["media_s3_bucket"] == "acme-media"
+    got = sourced(path)
+    assert {name: got[name] for name in got if name.startswith("DJANGO_MEDIA_S3_")} == {
+        "DJANGO_MEDIA_S3_BUCKET": "acme-media", "DJANGO_MEDIA_S3_ENDPOINT_URL": "https://s3.internal:9000",
+        "DJANGO_MEDIA_S3_REGION": "eu-west-1", "DJANGO_MEDIA_S3_ADDRESSING_STYLE": "path",
+        "DJANGO_MEDIA_S3_ACCESS_KEY": "AKIDMEDIA", "DJANGO_MEDIA_S3_SECRET_KEY": "s3cr3t/+=",
+        "DJANGO_MEDIA_S3_URL": "https://cdn.example.com/media/"}

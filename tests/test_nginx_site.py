@@ -235,3 +235,12 @@ def test_basic_auth_covers_the_https_site_but_the_open_paths(staging):
     assert len(page) == 1 and "auth_basic off" in directives(page[0])
     plain_http = plain_http_server(site)
     assert "auth_basic $" not in plain_http and "auth_basic_user_file" not in plain_http
+
+
+def test_media_served_from_disk_unless_they_live_in_a_bucket(default, tmp_path):
+    media = 'location /media/ {'
+    assert "alias /srv/demoapp/shared/media/;" in default["sites-available/django.conf"]
+    assert len(blocks(https_server(default["sites-available/django.conf"]), "location /media/")) == 1
+    bucket = render(tmp_path, {"nginx_media_serve": False})["sites-available/django.conf"]
+    assert media not in bucket and "/srv/demoapp/shared/media" not in bucket
+    assert len(blocks(https_server(bucket), "location /static/")) == 1

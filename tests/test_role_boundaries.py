@@ -100,7 +100,7 @@ def wiring_in_playbooks() -> dict[str, set[str]]:
     def walk(node):
         if isinstance(node, dict):
             for name, value in (node.get("vars") or {}).items():
-                for field in re.findall(r"django_app_export\.([a-z_]+)", str(value)):
+                for field in re.findall(r"django_app_export\.([a-z0-9_]+)", str(value)):
                     wired.setdefault(field, set()).add(name)
             for value in node.values():
                 walk(value)
@@ -120,9 +120,9 @@ def ownership_table() -> dict[str, tuple[set[str], set[str]]]:
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if len(cells) == 3 and re.fullmatch(r"`[a-z_]+`", cells[0]):
-            rows[cells[0].strip("`")] = (set(re.findall(r"`([a-z_]+)`", cells[1])),
-                                         set(re.findall(r"`([a-z_]+)`", cells[2])))
+        if len(cells) == 3 and re.fullmatch(r"`[a-z0-9_]+`", cells[0]):
+            rows[cells[0].strip("`")] = (set(re.findall(r"`([a-z0-9_]+)`", cells[1])),
+                                         set(re.findall(r"`([a-z0-9_]+)`", cells[2])))
     return rows
 
 

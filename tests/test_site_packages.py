@@ -21,7 +21,8 @@ from ansible.template import Templar, trust_as_template
 ROOT = Path(__file__).resolve().parents[1]
 # Roles that install packages but stay out of the one transaction, and why.
 KEPT_OUT = {"solr": "verifies the release archive before it installs Java"}
-GROUPS = ["dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers"]
+GROUPS = ["dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers",
+          "loadbalancers"]
 JINJA = jinja2.Environment()
 
 

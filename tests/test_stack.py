@@ -31,8 +31,12 @@ SPLIT = {
     "brokers": {"worker1": {"stack_private_address": "fd00::31"}},
     "workers": {"worker1": {"celery_beat_enabled": True}},
     "searchservers": {"worker1": {}},
-    "backupservers": {"web1": {}},
+    # From another host than the database's, backups connect as the app's role (pg_hba lets the
+    # postgres superuser in over the database host's socket only).
+    "backupservers": {"web1": {"backup_db_user": "demoapp"}},
 }
+# Its uploads in a bucket: three hosts run the app, and each reads every upload.
+MEDIA_BUCKET = {"django_app_media_s3_bucket": "acme-media", "django_app_media_s3_region": "eu-central-1"}
 ALL_IN_ONE = {group: {"stack": {}} for group in
               ("dbservers", "cacheservers", "brokers", "webservers", "workers", "searchservers", "backupservers")}
 # An app without a broker, search or backups (the project scenario's shape): the groups are absent.
@@ -106,14 +110,14 @@ def wiring(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = N
     return result, wired
 
 
-def passing(tmp_path: Path, groups: dict) -> dict[str, dict]:
-    result, wired = wiring(tmp_path, groups)
+def passing(tmp_path: Path, groups: dict, extra_vars: dict | None = None) -> dict[str, dict]:
+    result, wired = wiring(tmp_path, groups, extra_vars=extra_vars)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     return wired
 
 
 def test_split_layout_passes_and_each_host_is_wired_from_the_inventory(tmp_path):
-    w = passing(tmp_path, SPLIT)
+    w = passing(tmp_path, SPLIT, MEDIA_BUCKET)
     # The app reaches each service at its host's private address; IPv6 in brackets where a port follows.
     for host in ("web1", "web2", "worker1"):
         assert w[host]["django_app_db_host"] == "10.0.0.10"
@@ -199,6 +203,32 @@ def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
     assert w["backup_db_host"] == "/var/run/postgresql"
 
 
+def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_every_web_server(tmp_path):
+    w = passing(tmp_path, {**SPLIT, "loadbalancers": {"lb1": {"stack_private_address": "10.0.0.5"},
+                                                      "lb2": {"stack_private_address": "10.0.0.6"}}})
+    for lb in ("lb1", "lb2"):
+        assert w[lb]["firewall_public_tcp_ports"] == [80, 443] and w[lb]["firewall_rules"] == []
+        assert w[lb]["haproxy_backends"] == [{"name": "web1", "address": "10.0.0.21"},
+                                             {"name": "web2", "address": "10.0.0.22"}]
+        assert w[lb]["haproxy_backend_port"] == 443
+    for web in ("web1", "web2"):
+        assert w[web]["firewall_public_tcp_ports"] == []
+        assert {r["name"]: (r["port"], r["sources"]) for r in w[web]["firewall_rules"]} == {
+            "web": ([80, 443], ["10.0.0.5", "10.0.0.6"])}
+        assert w[web]["nginx_real_ip_from"] == ["10.0.0.5", "10.0.0.6"]
+    # The other tiers let the balancers into nothing.
+    assert {r["name"]: r["sources"] for r in w["db1"]["firewall_rules"]} == {
+        "postgresql": ["10.0.0.21", "10.0.0.22", "fd00::31"]}
+
+
+def test_without_load_balancers_the_web_servers_face_everyone_and_trust_no_forwarded_header(tmp_path):
+    w = passing(tmp_path, SPLIT)
+    for web in ("web1", "web2"):
+        assert w[web]["firewall_public_tcp_ports"] == [80, 443]
+        assert w[web]["nginx_real_ip_from"] == []
+    assert passing(tmp_path / "aio", ALL_IN_ONE)["stack"]["firewall_public_tcp_ports"] == [80, 443]
+
+
 def refused(tmp_path: Path, groups: dict, *args: str, extra_vars: dict | None = None) -> str:
     """A run that stopped in the checks: no host changed, and no host went on to the next play."""
     result, wired = wiring(tmp_path, groups, *args, extra_vars=extra_vars)
@@ -217,6 +247,7 @@ BAD = {
                    "web2": {"ansible_host": "203.0.113.7", "django_app_db_host": "10.9.9.9"}},
     "workers": {"worker1": {"celery_beat_enabled": True},
                 "worker2": {"ansible_host": "worker2.example.com", "celery_beat_enabled": True}},
+    "backupservers": {"web1": {}},
 }
 
 
@@ -226,8 +257,14 @@ def test_a_bad_inventory_stops_every_host_before_any_change_naming_each_problem(
                    "celery beat is enabled on worker1, worker2", "at most one host",
                    "outside the private networks", "web2 (203.0.113.7)",
                    "no IP address to be reached at", "worker2. Set stack_private_address",
-                   "sets django_app_db_host, which the playbooks derive"]:
+                   "sets django_app_db_host, which the playbooks derive",
+                   "web1 take(s) the backups from another host than the database's (db1) as backup_db_user postgres"]:
         assert needle in " ".join(out.split()), f"{needle!r} not in:\n{out[-4000:]}"
+
+
+def test_a_load_balancer_on_a_web_server_is_refused(tmp_path):
+    out = refused(tmp_path, {**SPLIT, "loadbalancers": {"web1": {}}})
+    assert "web1 in both loadbalancers and webservers" in " ".join(out.split()), out[-3000:]
 
 
 def test_an_inventory_without_a_database_host_is_refused(tmp_path):
@@ -235,8 +272,18 @@ def test_an_inventory_without_a_database_host_is_refused(tmp_path):
     assert "0 host(s) in the dbservers group (none); the app needs exactly one" in " ".join(out.split()), out[-3000:]
 
 
+def test_an_app_on_several_hosts_with_its_uploads_on_local_disk_is_refused(tmp_path):
+    out = " ".join(refused(tmp_path, SPLIT).split())
+    assert "The app runs on 3 hosts (web1, web2, worker1) with its uploads on each one's own disk" in out, out[-3000:]
+    assert "Set django_app_media_s3_bucket" in out and "stack_media_shared: true" in out, out[-3000:]
+
+
+def test_uploads_shared_otherwise_are_accepted_on_several_hosts(tmp_path):
+    passing(tmp_path, SPLIT, {"stack_media_shared": True})
+
+
 def test_a_bad_secret_is_named_readably_and_stops_every_host(tmp_path):
-    out = refused(tmp_path, SPLIT, extra_vars={"rabbitmq_erlang_cookie": "short"})
+    out = refused(tmp_path, SPLIT, extra_vars={**MEDIA_BUCKET, "rabbitmq_erlang_cookie": "short"})
     assert "rabbitmq on worker1:\n  - rabbitmq_erlang_cookie must be 20 to 255 letters and digits" in out, out[-3000:]
     assert "argument_spec_data" not in out
 

@@ -179,8 +179,51 @@ MEDIA_ROOT = env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
 # For bench/appserver.py only: the app also serves STATIC_ROOT itself under this prefix (as a
 # site without nginx in front would), to compare with nginx serving the same file. Off unless set.
 BENCH_SERVE_STATIC_AT = env_str("DJANGO_BENCH_SERVE_STATIC_AT")
+# Uploads on an S3-compatible bucket when one is named: every web server and worker then sees
+# every file (the local MEDIA_ROOT of one host cannot be shared). Browsers fetch them from the
+# bucket through presigned URLs, or from DJANGO_MEDIA_S3_URL (a public or CDN base) when set.
+MEDIA_S3_BUCKET = env_str("DJANGO_MEDIA_S3_BUCKET")
+if MEDIA_S3_BUCKET:
+    _MEDIA_S3_STYLE = env_str("DJANGO_MEDIA_S3_ADDRESSING_STYLE", "auto")
+    if _MEDIA_S3_STYLE not in ("auto", "path", "virtual"):
+        raise ImproperlyConfigured(
+            f"DJANGO_MEDIA_S3_ADDRESSING_STYLE must be auto, path or virtual, not {_MEDIA_S3_STYLE!r}."
+        )
+    _MEDIA_S3_KEYS = (env_str("DJANGO_MEDIA_S3_ACCESS_KEY"), env_str("DJANGO_MEDIA_S3_SECRET_KEY"))
+    if bool(_MEDIA_S3_KEYS[0]) != bool(_MEDIA_S3_KEYS[1]):
+        raise ImproperlyConfigured(
+            "DJANGO_MEDIA_S3_ACCESS_KEY and DJANGO_MEDIA_S3_SECRET_KEY go together: set both, or "
+            "neither (boto3's default chain, an instance role for example)."
+        )
+    _MEDIA_S3_URL = env_str("DJANGO_MEDIA_S3_URL")
+    DEFAULT_STORAGE = {
+        "BACKEND": "storages.backends.s3.S3Storage",
+        "OPTIONS": {
+            "bucket_name": MEDIA_S3_BUCKET,
+            "endpoint_url": env_str("DJANGO_MEDIA_S3_ENDPOINT_URL") or None,
+            "region_name": env_str("DJANGO_MEDIA_S3_REGION") or None,
+            "addressing_style": None if _MEDIA_S3_STYLE == "auto" else _MEDIA_S3_STYLE,
+            "access_key": _MEDIA_S3_KEYS[0] or None,
+            "secret_key": _MEDIA_S3_KEYS[1] or None,
+            "signature_version": "s3v4",
+            # Private objects, presigned URLs: the bucket needs no public policy.
+            "default_acl": None,
+            "querystring_auth": not _MEDIA_S3_URL,
+            "querystring_expire": env_int("DJANGO_MEDIA_S3_URL_EXPIRE", 3600),
+            # Two uploads of the same name keep both files, as on disk.
+            "file_overwrite": False,
+        },
+    }
+    if _MEDIA_S3_URL:
+        # storages takes a domain (and path) without the scheme, and serves it over HTTPS.
+        if not _MEDIA_S3_URL.startswith("https://"):
+            raise ImproperlyConfigured(f"DJANGO_MEDIA_S3_URL must start with https://, not {_MEDIA_S3_URL!r}.")
+        DEFAULT_STORAGE["OPTIONS"]["custom_domain"] = _MEDIA_S3_URL.removeprefix("https://").rstrip("/")
+        MEDIA_URL = _MEDIA_S3_URL.rstrip("/") + "/"
+else:
+    DEFAULT_STORAGE = {"BACKEND": "django.core.files.storage.FileSystemStorage"}
 STORAGES = {
-    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "default": DEFAULT_STORAGE,
     # ManifestStaticFilesStorage with one manifest per release (see demoapp/staticfiles.py).
     "staticfiles": {"BACKEND": "demoapp.staticfiles.ReleaseManifestStaticFilesStorage"},
 }

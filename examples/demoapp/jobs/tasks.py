@@ -17,7 +17,10 @@ THUMBNAIL_SIZE = (128, 128)
 
 @shared_task
 def make_thumbnail(upload_id: int) -> str | None:
-    """Store a PNG thumbnail of an uploaded image (files that are not images get none)."""
+    """Store a PNG thumbnail of an uploaded image (files that are not images get none).
+
+    Read and written through the file fields' storage (the default storage), never a path: the
+    worker may run on another host than the web server that took the upload (a bucket then)."""
     from PIL import Image, UnidentifiedImageError
 
     from jobs.models import Thumbnail

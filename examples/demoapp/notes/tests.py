@@ -234,6 +234,18 @@ class SettingsTests(TestCase):
         self.assertNotEqual(result.returncode, 0)
         self.assertIn("ImproperlyConfigured: DJANGO_SECRET_KEY is not set", result.stderr)
 
+    def test_bad_media_bucket_settings_are_refused(self) -> None:
+        base = dict(DJANGO_SECRET_KEY="x" * 50, DJANGO_DB_ENGINE="sqlite", DJANGO_MEDIA_S3_BUCKET="media")
+        for extra, message in (
+            ({"DJANGO_MEDIA_S3_ACCESS_KEY": "AKID"}, "DJANGO_MEDIA_S3_ACCESS_KEY and DJANGO_MEDIA_S3_SECRET_KEY go"),
+            ({"DJANGO_MEDIA_S3_ADDRESSING_STYLE": "dns"}, "DJANGO_MEDIA_S3_ADDRESSING_STYLE must be"),
+            ({"DJANGO_MEDIA_S3_URL": "http://cdn.example.com"}, "DJANGO_MEDIA_S3_URL must start with https://"),
+        ):
+            with self.subTest(extra):
+                result = run_manage("check", **base, **extra)
+                self.assertNotEqual(result.returncode, 0)
+                self.assertIn(f"ImproperlyConfigured: {message}", result.stderr)
+
 
 @override_settings(STORAGES=PLAIN_STATIC, SECURE_SSL_REDIRECT=False)
 class EnvironmentTests(TestCase):

@@ -1,6 +1,6 @@
-"""Four servers, each tier where production puts it, converged with site.yml over SSH as `deploy`
+"""Five servers, each tier where production puts it, converged with site.yml over SSH as `deploy`
 (a sudo user, as on a cloud image): the wiring derived from the inventory's groups and each
-server's stack_private_address works across hosts.
+server's stack_private_address works across hosts. The load balancer and rolling deploys: test_rolling.py.
 
 Tests talk to each server through testinfra's podman backend (as root, to look); what Ansible does
 (converge, check mode, backup, drill) goes over SSH as deploy. The tests run in file order.
@@ -26,7 +26,8 @@ BASE = "https://localhost"
 DB, = group_hosts("dbservers")
 WEB = group_hosts("webservers")
 WORKER, = group_hosts("workers")
-SERVERS = [DB, *WEB, WORKER]
+LBS = group_hosts("loadbalancers")
+SERVERS = [DB, *WEB, WORKER, *LBS]
 RUNNER = AnsibleRunner.get_runner(INVENTORY)
 ADDRESS = {name: RUNNER.get_variables(name)["stack_private_address"] for name in SERVERS}
 
@@ -141,7 +142,8 @@ def test_the_workers_celery_runs_tasks():
 
 
 def test_a_backup_from_web1_and_a_restore_drill_succeed():
-    # Something in web1's media (the backups take them from there) besides the notes in the database.
+    # An upload besides the notes in the database: in the media bucket (zz-media.yml), which the
+    # backups on web1 copy into the set.
     upload(server(group_hosts("backupservers")[0]), f"cluster-{secrets.token_hex(4)}.txt", secrets.token_hex(64))
     started = time.monotonic()
     result = run_playbook("playbooks/backup.yml")

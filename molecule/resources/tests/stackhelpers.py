@@ -6,6 +6,7 @@ Tests talk to the containers through testinfra's native podman backend
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -114,14 +115,15 @@ def post_form(host, path: str, *fields: str) -> str:
 
 def upload(host, name: str, content: str | None = None) -> str:
     """Upload /tmp/<name> through the site (written from `content` first when given); returns
-    its /media/ URL path."""
+    its URL as the uploads page links it: a /media/ path, or a presigned URL of the media bucket."""
     if content is not None:
         host.run(f"printf %s {shlex.quote(content)} > /tmp/{name}")
     assert post_form(host, "/uploads/", f"file=@/tmp/{name}") == "302"
     listing = curl(host, "https://localhost/uploads/", "-k").stdout
-    match = re.search(r'href="(/media/uploads/[^"]*' + re.escape(Path(name).stem) + r'[^"]*)"', listing)
+    match = re.search(r'href="((?:/media|https?://[^"/]+/[^"/]+)/uploads/[^"]*' + re.escape(Path(name).stem)
+                      + r'[^"]*)"', listing)
     assert match, listing
-    return match.group(1)
+    return html.unescape(match.group(1))
 
 
 # Where the playbooks put memcached's socket (playbooks/vars/wiring.yml).

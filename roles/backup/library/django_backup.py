@@ -38,6 +38,7 @@ author:
 extends_documentation_fragment:
   - django_stack_s3
   - django_stack_postgres
+  - django_stack_media_s3
 options:
   state:
     description:
@@ -246,7 +247,7 @@ def main():
     module = AnsibleModule(
         argument_spec=spec,
         required_if=[("state", "present", ["db_name"])],
-        mutually_exclusive=[("release_id", "release_path")],
+        mutually_exclusive=[("release_id", "release_path"), ("media_root", "media_s3_bucket")],
         supports_check_mode=True,
     )
     params = {k: v for k, v in module.params.items() if k in SPEC}

@@ -35,6 +35,9 @@ description:
     checks the file count and bytes against the manifest, gives the files to O(media_owner)/O(media_group)
     (default, the owner of the current O(media_root)), then renames O(media_root) to C(<media_root>.before-<time>)
     (kept) and the new directory to O(media_root). C(scratch) extracts into O(media_scratch_dir); C(skip) does nothing.
+  - With O(media_s3_bucket) instead of O(media_root), C(swap) extracts into O(download_dir), checks every object's
+    SHA-256 against the manifest, uploads the objects the bucket does not hold as they are (before the database
+    swap), and deletes the keys the set does not hold last; the bucket's versioning, required, keeps the previous ones.
   - Both swaps happen only after both the database and the media were restored and verified.
 version_added: "1.0.0"
 author:
@@ -42,6 +45,7 @@ author:
 extends_documentation_fragment:
   - django_stack_s3
   - django_stack_postgres
+  - django_stack_media_s3
 options:
   db_maintenance_name:
     description:
@@ -86,7 +90,8 @@ options:
     type: path
   media_restore_mode:
     description:
-      - How the media are restored (see the description). Default C(swap) when O(media_root) is given, else C(skip).
+      - How the media are restored (see the description). Default C(swap) when O(media_root) or O(media_s3_bucket)
+        is given, else C(skip).
       - C(swap) or C(scratch) with a set made without media fails.
     type: str
     choices: [swap, scratch, skip]
@@ -251,9 +256,10 @@ def main():
         required_if=[
             ("db_restore_mode", "swap", ["db_name"]),
             ("db_restore_mode", "scratch", ["db_scratch_name"]),
-            ("media_restore_mode", "swap", ["media_root"]),
+            ("media_restore_mode", "swap", ["media_root", "media_s3_bucket"], True),
             ("media_restore_mode", "scratch", ["media_scratch_dir"]),
         ],
+        mutually_exclusive=[("media_root", "media_s3_bucket")],
         supports_check_mode=True,
     )
     params = {k: v for k, v in module.params.items() if k in SPEC}

@@ -15,6 +15,7 @@ import subprocess
 import threading
 import time
 
+from . import media_s3
 from .config import Config, validate
 from .errors import BackupError
 from .pipeline import stream_upload
@@ -33,7 +34,7 @@ def backup(cfg: Config, check_mode: bool = False) -> dict:
         if check_mode:
             return plan_backup(run, conn)
         database = dump_database(run, conn)
-        media = archive_media(run) if cfg.media_root else None
+        media = archive_media(run) if cfg.media_root else archive_bucket(run) if cfg.media_s3_bucket else None
     finally:
         conn.close()
     result = write_manifest(run, database, media)
@@ -109,19 +110,21 @@ def plan_backup(run: BackupRun, conn) -> dict:
     migrations = applied_migrations(cur)
     conn.rollback()
     pg_dump = run.pg.tool("pg_dump")
-    media = media_estimate(cfg.media_root) if cfg.media_root else None
+    media = media_estimate(cfg.media_root) if cfg.media_root else media_s3.estimate(cfg) if cfg.media_s3_bucket \
+        else None
+    where = cfg.media_root or "s3://%s" % cfg.media_s3_bucket
     objects = [dict(key=run.key(run.name("db.dump")), estimated_size=db_size,
                     source="pg_dump -Fc of %s (%s on the server)" % (cfg.db_name, human(db_size)))]
     if media:
         objects.append(dict(key=run.key(run.name("media.tar")), estimated_size=media[1],
-                            source="tar of %s (%d files, %s)" % (cfg.media_root, media[0], human(media[1]))))
+                            source="tar of %s (%d files, %s)" % (where, media[0], human(media[1]))))
     objects += [dict(key=run.key(MANIFEST), estimated_size=None, source="manifest"),
                 dict(key=run.key(MARKER), estimated_size=64, source="completion marker")]
     result = run.result(
         objects=objects, would_upload=[o["key"] for o in objects],
         database=dict(name=cfg.db_name, server_version=server_version, size=db_size, tables=len(tables),
                       applied_migrations=len(migrations or []), pg_dump=pg_dump),
-        media=dict(root=cfg.media_root, files=media[0], bytes=media[1]) if media else None,
+        media=dict(root=cfg.media_root, bucket=cfg.media_s3_bucket, files=media[0], bytes=media[1]) if media else None,
         encryption=dict(type="age", recipients=cfg.encrypt_recipients) if run.encrypted else None,
         release_id=release_of(cfg), warnings=run.warnings)
     if run.retention:
@@ -259,6 +262,19 @@ def archive_media(run: BackupRun) -> dict:
     run.timer.mark("media", started)
     run.uploaded(name, stored)
     return dict(root=cfg.media_root, files=listing.files, bytes=listing.bytes)
+
+
+def archive_bucket(run: BackupRun) -> dict:
+    """Every object of media_s3_bucket [| age] into media.tar[.age]; the manifest's `media` entry,
+    with each object's key, size and SHA-256."""
+    started = time.monotonic()
+    files, size = media_s3.estimate(run.cfg)
+    name = run.name("media.tar")
+    stored, media = media_s3.archive_bucket(run.cfg, run.store, run.key(name),
+                                            effective_part_size(run.cfg, size + 1024 * (files + 2)))
+    run.timer.mark("media", started)
+    run.uploaded(name, stored)
+    return media
 
 
 # --- completion ---------------------------------------------------------------------------------------

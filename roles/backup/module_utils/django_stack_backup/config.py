@@ -53,6 +53,12 @@ SPEC = dict(
     pg_bin_dir=dict(type="path"),
     # media
     media_root=dict(type="path"),
+    media_s3_bucket=dict(type="str"),
+    media_s3_endpoint_url=dict(type="str"),
+    media_s3_region=dict(type="str"),
+    media_s3_access_key=dict(type="str", no_log=False),
+    media_s3_secret_key=dict(type="str", no_log=True),
+    media_s3_addressing_style=dict(type="str", default="auto", choices=["auto", "path", "virtual"]),
     # backup
     release_id=dict(type="str"),
     release_path=dict(type="path"),
@@ -86,6 +92,8 @@ GROUPS = dict(
     upload=["s3_sse", "s3_sse_kms_key_id", "s3_part_size_mb", "s3_max_concurrency"],
     db=["db_name", "db_host", "db_port", "db_user", "db_password", "db_os_user", "db_sslmode", "db_sslrootcert",
         "pg_bin_dir"],
+    media_s3=["media_s3_bucket", "media_s3_endpoint_url", "media_s3_region", "media_s3_access_key",
+              "media_s3_secret_key", "media_s3_addressing_style"],
     backup=["media_root", "release_id", "release_path", "encrypt_recipients"],
     retention=["keep_daily", "keep_weekly", "keep_monthly", "incomplete_grace_hours"],
     restore=["db_maintenance_name", "media_root", "backup_set", "download_dir", "keep_download", "age_identity",
@@ -96,11 +104,11 @@ GROUPS = dict(
 # The option groups of each command. django_backup runs backup and prune (state=pruned) with one spec,
 # django_backup_info is list, django_restore is restore; check-freshness exists on the command line only.
 COMMAND_GROUPS = {
-    "backup": ("s3", "upload", "db", "backup", "retention"),
-    "prune": ("s3", "upload", "db", "backup", "retention"),
+    "backup": ("s3", "upload", "db", "backup", "media_s3", "retention"),
+    "prune": ("s3", "upload", "db", "backup", "media_s3", "retention"),
     "list": ("s3",),
     "check-freshness": ("s3",),
-    "restore": ("s3", "db", "restore"),
+    "restore": ("s3", "db", "restore", "media_s3"),
 }
 
 
@@ -205,8 +213,25 @@ def _check_s3(cfg: Config) -> None:
         raise BackupError("s3_ca_bundle %s is not a file" % cfg.s3_ca_bundle)
 
 
+def _check_media_s3(cfg: Config) -> None:
+    """The media bucket (media_s3_*), named as such: the same rules as the backup bucket's."""
+    if not cfg.media_s3_bucket:
+        if cfg.media_s3_endpoint_url or cfg.media_s3_access_key or cfg.media_s3_secret_key:
+            raise BackupError("media_s3_endpoint_url and the media_s3 keys need media_s3_bucket")
+        return
+    if not re.match(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$", cfg.media_s3_bucket):
+        raise BackupError("media_s3_bucket %r is not a valid bucket name" % cfg.media_s3_bucket)
+    if cfg.media_s3_endpoint_url and not re.match(r"^https?://[^/\s]+/?$", cfg.media_s3_endpoint_url):
+        raise BackupError("media_s3_endpoint_url %r must be an http:// or https:// URL without a path"
+                          % cfg.media_s3_endpoint_url)
+    if bool(cfg.media_s3_access_key) != bool(cfg.media_s3_secret_key):
+        raise BackupError("media_s3_access_key and media_s3_secret_key go together: give both, or neither to use "
+                          "boto3's default credential chain")
+
+
 def _check_common(cfg: Config) -> None:
     _check_s3(cfg)
+    _check_media_s3(cfg)
     if not 1 <= cfg.db_port <= 65535:
         raise BackupError("db_port must be between 1 and 65535, got %d" % cfg.db_port)
     for name in ("keep_daily", "keep_weekly", "keep_monthly", "incomplete_grace_hours"):
@@ -221,6 +246,8 @@ def _check_common(cfg: Config) -> None:
 def _check_backup(cfg: Config) -> None:
     if not cfg.db_name:
         raise BackupError("db_name is required: the database to back up")
+    if cfg.media_root and cfg.media_s3_bucket:
+        raise BackupError("media_root and media_s3_bucket are mutually exclusive: the media live in one of them")
     if cfg.media_root and not os.path.isdir(cfg.media_root):
         raise BackupError("media_root %s is not a directory" % cfg.media_root)
     if cfg.release_id and cfg.release_path:
@@ -260,8 +287,11 @@ def _check_restore_db(cfg: Config) -> None:
 
 def _check_restore_media(cfg: Config) -> None:
     if cfg.media_restore_mode is None:
-        cfg["media_restore_mode"] = "swap" if cfg.media_root else "skip"
-    if cfg.media_restore_mode == "swap":
+        cfg["media_restore_mode"] = "swap" if cfg.media_root or cfg.media_s3_bucket else "skip"
+    if cfg.media_restore_mode == "swap" and cfg.media_s3_bucket:
+        if cfg.media_root:
+            raise BackupError("media_root and media_s3_bucket are mutually exclusive: the media live in one of them")
+    elif cfg.media_restore_mode == "swap":
         if not cfg.media_root:
             raise BackupError("media_restore_mode=swap needs media_root: the live media directory to replace")
         parent = os.path.dirname(os.path.abspath(cfg.media_root))

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 
+from . import media_s3
 from .config import Config, validate
 from .errors import BackupError
 from .postgres import Postgres
@@ -56,6 +57,8 @@ class Restorer:
             self.database = DatabaseRestore(cfg, pg, self.timer, self.warnings, self.stamp, self.check_mode)
         if cfg.media_restore_mode != "skip":
             self.media = MediaRestore(cfg, self.timer, self.stamp, self.check_mode)
+            if cfg.media_restore_mode == "swap" and cfg.media_s3_bucket:
+                media_s3.check_versioning(cfg)
         if self.database and "db" in objects:
             self.database.check_server_version(manifest)
         if self.database and cfg.db_restore_mode in ("swap", "scratch"):
@@ -72,7 +75,7 @@ class Restorer:
                 return result
             paths = self.download(store, objects, result)
             self.restore_next_to_live(result, manifest, paths, identity)
-            self.swap_in(result)
+            self.swap_in(result, manifest)
             return result
         finally:
             problems = self.cleanup(cfg.keep_download)
@@ -105,8 +108,10 @@ class Restorer:
         cfg = self.cfg
         needs = [(cfg.download_dir, sum(o["size"] for o in objects.values()), "the downloaded objects")]
         if self.media:
-            where = os.path.dirname(os.path.realpath(cfg.media_root)) if cfg.media_restore_mode == "swap" else \
-                self._existing_parent(cfg.media_scratch_dir)
+            if cfg.media_restore_mode == "swap":
+                where = cfg.download_dir if cfg.media_s3_bucket else os.path.dirname(os.path.realpath(cfg.media_root))
+            else:
+                where = self._existing_parent(cfg.media_scratch_dir)
             needs.append((where, manifest["media"]["bytes"], "the extracted media"))
         per_fs = {}
         for path, size, what in needs:
@@ -172,11 +177,19 @@ class Restorer:
         if self.media:
             result["media"] = self.media.restore(manifest, paths.get("media"), identity)
 
-    def swap_in(self, result: dict) -> None:
+    def swap_in(self, result: dict, manifest: dict) -> None:
         started = time.monotonic()
+        bucket = self.media and self.cfg.media_restore_mode == "swap" and self.cfg.media_s3_bucket
+        if bucket:
+            # Before the database: an upload that fails leaves the live database as it was, and
+            # deletes nothing (uploads only add keys, or restore the bytes of those Django never
+            # overwrites).
+            self.media.upload(result["media"], manifest)
         if self.database and self.cfg.db_restore_mode == "swap":
             self.database.swap(result["database"])
-        if self.media and self.cfg.media_restore_mode == "swap":
+        if bucket:
+            self.media.delete_extra(result["media"], manifest)
+        elif self.media and self.cfg.media_restore_mode == "swap":
             self.media.swap(result["media"])
         self.timer.mark("swap", started)
         if self.database:

@@ -15,6 +15,7 @@ import stat
 import tempfile
 import time
 
+from . import media_s3
 from .config import Config
 from .errors import BackupError
 from .pipeline import feed_from_file
@@ -32,7 +33,12 @@ class MediaRestore:
         """The report of what was (in check mode: would be) restored where."""
         cfg = self.cfg
         mode = cfg.media_restore_mode
-        if mode == "swap":
+        bucket = mode == "swap" and bool(cfg.media_s3_bucket)
+        if bucket:
+            # Extracted and checked here, then put into the bucket by swap().
+            root, parent = "s3://%s" % cfg.media_s3_bucket, cfg.download_dir
+            report = dict(mode=mode, path=root, previous=None)
+        elif mode == "swap":
             root = os.path.realpath(cfg.media_root)  # a symlinked media dir: replace the real one
             parent = os.path.dirname(root)
             report = dict(mode=mode, path=root, previous=None)
@@ -43,7 +49,9 @@ class MediaRestore:
         if self.check_mode:
             return report
         started = time.monotonic()
-        if mode == "swap":
+        if bucket:
+            target = tempfile.mkdtemp(prefix="media-s3-restore-", dir=parent)
+        elif mode == "swap":
             target = tempfile.mkdtemp(prefix=".%s.restore-" % os.path.basename(root), dir=parent)
         else:
             os.makedirs(root, exist_ok=True)
@@ -56,7 +64,13 @@ class MediaRestore:
                               % (manifest["set_id"], target, ", the live media were not touched"
                                  if mode == "swap" else "", "; ".join(problems)))
         files, size = self.verify(manifest, target)
-        self.set_owner(root, target)
+        if (manifest.get("media") or {}).get("objects") is not None:
+            media_s3.verify_objects(manifest, target)
+        elif bucket:
+            raise BackupError("set %s holds the media of a directory (no object list): it cannot be restored into "
+                              "media_s3_bucket; restore it into a directory (media_root)" % manifest["set_id"])
+        if not bucket:
+            self.set_owner(root, target)
         report.update(files=files, bytes=size, extracted_into=target)
         self.timer.mark("media_restore", started)
         return report
@@ -89,6 +103,17 @@ class MediaRestore:
             for top, dirs, names in os.walk(target):
                 for name in dirs + names:
                     os.lchown(os.path.join(top, name), uid, gid)
+
+    def upload(self, report: dict, manifest: dict) -> None:
+        """media_s3_bucket: the set's objects that differ uploaded; no key deleted yet."""
+        report.update(media_s3.upload_set(self.cfg, manifest, report["extracted_into"]))
+
+    def delete_extra(self, report: dict, manifest: dict) -> None:
+        """media_s3_bucket: the keys the set does not hold deleted (the bucket's versioning keeps them)."""
+        report["deleted"] = media_s3.delete_extra(self.cfg, manifest)
+        report["previous"] = "noncurrent versions in s3://%s (versioning)" % self.cfg.media_s3_bucket
+        self.discard()
+        report.pop("extracted_into", None)
 
     def swap(self, report: dict) -> None:
         """The live directory renamed to <media_root>.before-<time> (kept), the restored one to media_root."""

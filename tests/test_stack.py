@@ -205,7 +205,7 @@ def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
 
 def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_every_web_server(tmp_path):
     w = passing(tmp_path, {**SPLIT, "loadbalancers": {"lb1": {"stack_private_address": "10.0.0.5"},
-                                                      "lb2": {"stack_private_address": "10.0.0.6"}}})
+                                                      "lb2": {"stack_private_address": "10.0.0.6"}}}, MEDIA_BUCKET)
     for lb in ("lb1", "lb2"):
         assert w[lb]["firewall_public_tcp_ports"] == [80, 443] and w[lb]["firewall_rules"] == []
         assert w[lb]["haproxy_backends"] == [{"name": "web1", "address": "10.0.0.21"},
@@ -222,7 +222,7 @@ def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_
 
 
 def test_without_load_balancers_the_web_servers_face_everyone_and_trust_no_forwarded_header(tmp_path):
-    w = passing(tmp_path, SPLIT)
+    w = passing(tmp_path, SPLIT, MEDIA_BUCKET)
     for web in ("web1", "web2"):
         assert w[web]["firewall_public_tcp_ports"] == [80, 443]
         assert w[web]["nginx_real_ip_from"] == []

@@ -80,21 +80,29 @@ def deploy_under_load(inventory: str, lb: str, source: Path, *extra: str) -> tup
     return len(codes), sum(code != "200" for code in codes), took
 
 
+def rolling_rows(inventory: str) -> dict:
+    """{label: (requests, failed, deploy seconds)} for a deploy without draining, then one with it;
+    and 'clients'."""
+    lb = load_balancer(inventory)
+    rows: dict = {"clients": CLIENTS, "lb": lb}
+    with tempfile.TemporaryDirectory(prefix="bench-rolling-") as tmp:
+        stamp = time.strftime("%H%M%S")
+        for label, version, extra in (("without draining", f"9.1-nodrain-{stamp}", ("--skip-tags", "haproxy")),
+                                      ("with draining", f"9.2-drain-{stamp}", ())):
+            source = app_version(Path(tmp) / version, version=version)
+            rows[label] = deploy_under_load(inventory, lb, source, *extra)
+    return rows
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--inventory", required=True, help="the converged cluster's inventory (Molecule's)")
     args = parser.parse_args()
-    lb = load_balancer(args.inventory)
-    with tempfile.TemporaryDirectory(prefix="bench-rolling-") as tmp:
-        stamp = time.strftime("%H%M%S")
-        rows = {}
-        for label, version, extra in (("without draining", f"9.1-nodrain-{stamp}", ("--skip-tags", "haproxy")),
-                                      ("with draining", f"9.2-drain-{stamp}", ())):
-            source = app_version(Path(tmp) / version, version=version)
-            rows[label] = deploy_under_load(args.inventory, lb, source, *extra)
-    print(f"\nrolling deploy through {lb}, {CLIENTS} clients (half keep-alive):")
+    rows = rolling_rows(args.inventory)
+    print(f"\nrolling deploy through {rows['lb']}, {CLIENTS} clients (half keep-alive):")
     print(f"{'':20} {'requests':>9} {'failed':>7} {'deploy s':>9}")
-    for label, (sent, failed, took) in rows.items():
+    for label in ("without draining", "with draining"):
+        sent, failed, took = rows[label]
         print(f"{label:20} {sent:9d} {failed:7d} {took:9.0f}")
     without, with_ = rows["without draining"][1], rows["with draining"][1]
     ratio = f"{without / with_:.1f}" if with_ else ("n/a (0 / 0)" if without == 0 else "inf (none failed with draining)")

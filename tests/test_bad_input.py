@@ -183,6 +183,10 @@ APP_OK = {
         ({"django_app_cache_locations": ["10.0.0.5:11211,10.0.0.6:11211"]}, None, ["django_app_cache_locations"]),
         ({"django_app_cache_locations": ["10.0.0.5:99999"]}, None, ["django_app_cache_locations", "10.0.0.5:99999"]),
         ({"django_app_cache_locations": ["::1:11211"]}, None, ["django_app_cache_locations"]),
+        # The form the app server imports: a module alone used to pass the checks and fail the build.
+        ({"django_app_wsgi_module": "demoapp.wsgi"}, None, ["django_app_wsgi_module", "module:attribute", '"demoapp.wsgi"']),
+        ({"django_app_wsgi_module": "demoapp.wsgi:application --bind 0.0.0.0:80"}, None, ["django_app_wsgi_module"]),
+        ({"django_app_settings_module": "demoapp/settings", "django_app_celery_app": "demoapp"}, None, ["django_app_settings_module", '"demoapp/settings"']),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-value-newline",
@@ -191,7 +195,8 @@ APP_OK = {
          "deploy-command-unknown-key", "deploy-command-empty", "deploy-command-timeout", "deploy-command-duplicate",
          "deploy-command-no-name", "extra-requirement-unpinned", "extra-requirement-injection", "build-user-is-app-user", "build-user-root", "build-user-name",
          "require-hashes-without-hashes", "cache-socket-relative", "cache-socket-dotdot", "cache-socket-not-alone",
-         "cache-location-space", "cache-location-comma", "cache-location-port-range", "cache-location-v6-unbracketed"],
+         "cache-location-space", "cache-location-comma", "cache-location-port-range", "cache-location-v6-unbracketed",
+         "wsgi-module-without-attribute", "wsgi-module-injection", "settings-module-path"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}

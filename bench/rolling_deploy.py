@@ -34,9 +34,11 @@ from stackhelpers import app_version  # noqa: E402
 CLIENTS = 8
 
 
-def ansible_env() -> dict[str, str]:
-    """What Molecule's provisioner sets (.config/molecule/config.yml), for runs outside Molecule."""
-    return dict(os.environ, ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LIBRARY=str(ROOT / "library"),
+def ansible_env(inventory: str) -> dict[str, str]:
+    """What Molecule's provisioner sets (.config/molecule/config.yml), for runs outside Molecule; the
+    scenario's host variables read files of its ephemeral directory (the inventory's parent), such
+    as the Solr stand-in's archive."""
+    return dict(os.environ, MOLECULE_EPHEMERAL_DIRECTORY=str(Path(inventory).resolve().parent), ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LIBRARY=str(ROOT / "library"),
                 ANSIBLE_MODULE_UTILS=str(ROOT / "module_utils"),
                 ANSIBLE_VAULT_IDENTITY_LIST=f"demo@{ROOT / 'inventories' / 'demo' / 'vault-password.txt'}",
                 ANSIBLE_INJECT_FACT_VARS="false", ANSIBLE_FORKS="10", ANSIBLE_PIPELINING="true",
@@ -45,7 +47,7 @@ def ansible_env() -> dict[str, str]:
 
 
 def load_balancer(inventory: str) -> str:
-    out = subprocess.run(["ansible-inventory", "-i", inventory, "--graph", "loadbalancers"], env=ansible_env(),
+    out = subprocess.run(["ansible-inventory", "-i", inventory, "--graph", "loadbalancers"], env=ansible_env(inventory),
                          capture_output=True, text=True, check=True).stdout
     hosts = [line.split("--")[-1].strip() for line in out.splitlines() if "--" in line and "@" not in line]
     if len(hosts) != 1:
@@ -70,7 +72,7 @@ def deploy_under_load(inventory: str, lb: str, source: Path, *extra: str) -> tup
     started = time.monotonic()
     result = subprocess.run(["ansible-playbook", "-i", inventory, str(ROOT / "playbooks" / "deploy.yml"),
                              "-e", f"django_app_source_path={source}", *extra],
-                            cwd=ROOT, env=ansible_env(), capture_output=True, text=True, check=False)
+                            cwd=ROOT, env=ansible_env(inventory), capture_output=True, text=True, check=False)
     took = time.monotonic() - started
     time.sleep(2)
     podman_exec(lb, "touch /tmp/bench-stop; sleep 3")

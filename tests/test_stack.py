@@ -156,7 +156,7 @@ TLS_VARIABLES = ("pki_server_addresses", "postgresql_ssl_cert_file", "postgresql
 
 
 def test_split_layout_encrypts_what_leaves_a_host_and_verifies_it(tmp_path):
-    w = passing(tmp_path, SPLIT)
+    w = passing(tmp_path, SPLIT, MEDIA_BUCKET)
     ca = "/etc/ssl/django-stack/ca.crt"
     # The CA the pki role creates lives on the database host; each server's certificate names its address.
     assert {w[h]["pki_ca_host"] for h in w} == {"db1"}

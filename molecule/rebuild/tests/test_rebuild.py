@@ -262,8 +262,14 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
          "localhost/djstack-debian:trixie", "/sbin/init"],
         check=True, capture_output=True,
     )
-    subprocess.run(["podman", "exec", SERVER, "systemctl", "is-system-running", "--wait"], capture_output=True,
-                   timeout=120, check=False)
+    # On a loaded machine the exec may come before systemd has its bus: ask again.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        boot = subprocess.run(["podman", "exec", SERVER, "systemctl", "is-system-running", "--wait"],
+                              capture_output=True, text=True, timeout=180, check=False)
+        if boot.stdout.strip() in ("running", "degraded"):
+            break
+        time.sleep(3)
     playbook_ok("site.yml", verbose=False)  # timed: at -vvv below, once the data is back
     provisioned = time.monotonic()
     output = playbook_ok("playbooks/restore.yml", *AS_APP_ROLE)

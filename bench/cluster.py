@@ -9,7 +9,7 @@
    same deploy without it (bench/rolling_deploy.py, on the cluster just converged).
 
 Prints each converge's wall time, the cluster's first converge / the all-in-one's, and the
-rolling deploy's table. The cluster comes and goes through Molecule (create, prepare, converge,
+rolling deploy's table. The cluster comes and goes through Molecule (create, which prepares, converge,
 destroy) under the scenario's own names: do not run it beside `make test`.
 
 Usage: .venv/bin/python bench/cluster.py [--keep]   (or `make bench-cluster`)
@@ -83,7 +83,6 @@ def main() -> int:
     molecule("destroy", args.logs / "destroy-before.log")
     try:
         molecule("create", args.logs / "create.log")
-        molecule("prepare", args.logs / "prepare.log")
         first, _ = molecule("converge", args.logs / "cluster-first.log")
         second, out = molecule("converge", args.logs / "cluster-second.log")
         changed = changed_tasks(out)

@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 lanes=${1:?usage: molecule-lanes.sh LANES SCENARIO...}; shift
 # Longest first (docs/performance.md, "make test"), then any other scenario: longest-first into
 # the least loaded lane keeps the lanes even.
-order=(cluster rebuild default apache deploy project)
-declare -A weight=([cluster]=18 [rebuild]=14 [default]=12 [apache]=9 [deploy]=9 [project]=7)
+order=(cluster default rebuild apache project)
+declare -A weight=([cluster]=20 [default]=15 [rebuild]=14 [apache]=10 [project]=7)
 scenarios=()
 for s in "${order[@]}"; do [[ " $* " == *" $s "* ]] && scenarios+=("$s"); done
 for s in "$@"; do [[ " ${order[*]} " == *" $s "* ]] || scenarios+=("$s"); done

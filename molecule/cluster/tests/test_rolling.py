@@ -28,7 +28,7 @@ LB, = group_hosts("loadbalancers")
 WEB = group_hosts("webservers")          # inventory order: the first one is the canary
 CANARY, *REST = WEB
 WORKER, = group_hosts("workers")
-VERSIONS = Path(__file__).resolve().parents[2] / "deploy" / "versions"
+VERSIONS = Path(__file__).resolve().parents[2] / "default" / "versions"
 STATE: dict[str, str] = {}
 
 # HAProxy's runtime API (roles/haproxy): the servers of the site's backend and their status.

@@ -51,10 +51,10 @@ def assert_no_secret(text: str, where: str) -> None:
     assert not shown, f"{where} shows secrets of the vault: {shown}"
 
 
-def playbook_ok(*args: str, verbose: bool = True):
-    """Run a playbook, at -vvv unless VERBOSE is false (what an operator debugging it would see):
-    it must succeed and show no secret of the vault."""
-    result = run_playbook(*args, *(["-vvv"] if verbose else []))
+def playbook_ok(*args: str):
+    """Run a playbook at -vvv (what an operator debugging it would see): it must succeed and show
+    no secret of the vault."""
+    result = run_playbook(*args, "-vvv")
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-5000:]
     assert_no_secret(output, f"ansible-playbook {' '.join(args)} -vvv")
@@ -270,7 +270,9 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
         if boot.stdout.strip() in ("running", "degraded"):
             break
         time.sleep(3)
-    playbook_ok("site.yml", verbose=False)  # timed: at -vvv below, once the data is back
+    # At -vvv too: provisioning sets every secret of the vault for the first time (bench/releases.py
+    # times the RTO without the extra output).
+    playbook_ok("site.yml")
     provisioned = time.monotonic()
     output = playbook_ok("playbooks/restore.yml", *AS_APP_ROLE)
     restored = time.monotonic()
@@ -307,14 +309,15 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     assert counter(host) == STATE["count"] + 2 and set(STATE["titles"]) <= set(notes(host))
 
 
-def test_no_secret_in_converge_check_deploy_or_on_the_rebuilt_server():
-    """The rebuilt server, at -vvv: a converge (idempotent), --check --diff, a deploy; then the
-    journal, the world-readable files and the process lists, also while the nightly backup runs."""
+def test_no_secret_in_check_diff_deploy_or_on_the_rebuilt_server():
+    """The rebuilt server, at -vvv (its provisioning was too): `site.yml --check --diff` (nothing to
+    change after the restore), a deploy; then the journal, the world-readable files and the process
+    lists, also while the nightly backup runs."""
     import testinfra
 
     host = testinfra.get_host(f"podman://{SERVER}")
-    for args in (["site.yml"], ["site.yml", "--check", "--diff"], ["playbooks/deploy.yml"]):
+    for args in (["site.yml", "--check", "--diff"], ["playbooks/deploy.yml"]):
         output = playbook_ok(*args)
-        if args == ["site.yml"]:
+        if "--check" in args:
             assert recap(output)[group_hosts("webservers")[0]]["changed"] == 0, output[-3000:]
     assert_no_secret_on_the_host(host, while_running="django-stack-backup@demoapp.service")

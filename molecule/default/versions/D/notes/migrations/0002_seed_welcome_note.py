@@ -1,4 +1,4 @@
-# Version D of the deploy scenario (A plus this): a data migration without reverse code. Django
+# Version D of tests/test_deploy.py (A plus this): a data migration without reverse code. Django
 # cannot unapply it, so a rollback to A must be refused before anything changes.
 
 from django.db import migrations

@@ -1,4 +1,4 @@
-"""Version E of the deploy scenario: the health page answers 200, the home page 500 (the gate
+"""Version E of tests/test_deploy.py: the health page answers 200, the home page 500 (the gate
 before the switch must refuse it; it asks every URL of django_app_healthcheck_urls)."""
 
 from django.http import HttpRequest, HttpResponse

@@ -10,7 +10,7 @@ class Note(models.Model):
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
     created = models.DateTimeField(auto_now_add=True)
-    # Version B of the deploy scenario. A default in the database too (db_default), so that the
+    # Version B of tests/test_deploy.py. A default in the database too (db_default), so that the
     # previous release, whose INSERTs do not name the column, keeps working during the deploy
     # and after a rollback of the code.
     pinned = models.BooleanField(default=False, db_default=False)

@@ -1,6 +1,6 @@
-"""The staging guard on the deploy scenario's server (stack_environment: staging, one basic-auth
-user in host_vars), after test_deploy.py's deploys and rollbacks (pytest runs this file second):
-what playbooks/app.yml and playbooks/deploy.yml wire from stack_environment is still in place.
+"""The staging guard on the apache scenario's server (stack_environment: staging, one basic-auth
+user in host_vars): what playbooks/app.yml wires from stack_environment, in front of mod_wsgi and
+next to the ACME challenges (served over plain HTTP, outside the basic auth).
 """
 
 from __future__ import annotations

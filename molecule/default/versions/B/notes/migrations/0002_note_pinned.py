@@ -1,4 +1,4 @@
-# Version B of the deploy scenario: a reversible schema change (AddField).
+# Version B of tests/test_deploy.py: a reversible schema change (AddField).
 
 from django.db import migrations, models
 

@@ -1,7 +1,8 @@
-"""Release-based deploys, in order: A (converged) -> B -> failed C -> rollback to A -> D -> refused
-rollback -> E refused at the gate.
+"""Release-based deploys on the default scenario's server, in order: A (the release serving when
+they start) -> B -> failed C -> rollback to A -> D -> refused rollback -> E refused at the gate.
+They run after every other check of the scenario (conftest.py): they leave D serving.
 
-Versions are the demo app plus the files under molecule/deploy/versions/<X>/ (C builds on B):
+Versions are the demo app plus the files under molecule/default/versions/<X>/ (C builds on B):
 B changes the version shown and adds a reversible migration (notes.0002_note_pinned), C adds a
 migration that fails, D adds an irreversible data migration to A, E (on D) answers its health page
 with 200 and its home page with 500: the gate before the switch refuses it.
@@ -85,7 +86,7 @@ def worker_started_at(host) -> datetime:
     return datetime.fromtimestamp(now - uptime + int(usec) / 1e6, timezone.utc)
 
 
-def test_a_is_served_after_converge(host):
+def test_a_is_served_before_the_deploys(host):
     STATE["A"] = current_release(host)
     assert health(host) == {"database": "ok", "cache": "ok", "version": "1.0", "release": STATE["A"]}
     assert applied(host) == ["0001_initial"] and not has_pinned_column(host)

@@ -555,14 +555,15 @@ def test_solr_rejects_bad_input(tmp_path, extra, needles):
         ({"haproxy_server_name": ".example.com"}, ["haproxy_server_name"]),
         ({"haproxy_health_path": "healthz"}, ["haproxy_health_path"]),
         ({"haproxy_health_path": "/healthz hdr Host evil"}, ["haproxy_health_path"]),
+        ({"haproxy_check_timeout_ms": 0}, ["haproxy_check_interval_ms", "haproxy_check_timeout_ms"]),
         ({"haproxy_https_port": 80}, ["haproxy_https_port"]),
         ({"haproxy_tls_mode": "provided"}, ["haproxy_tls_certificate"]),
         ({"haproxy_tls_mode": "acme"}, ["haproxy_tls_mode"]),
         ({"haproxy_backend_ca": "not a certificate"}, ["haproxy_backend_ca"]),
     ],
     ids=["no-backend", "backend-not-an-address", "backend-name-space", "backend-name-twice", "server-name-wildcard",
-         "health-path-relative", "health-path-syntax", "same-ports", "provided-without-certificate", "tls-mode-choice",
-         "backend-ca-not-pem"],
+         "health-path-relative", "health-path-syntax", "check-timeout-zero", "same-ports",
+         "provided-without-certificate", "tls-mode-choice", "backend-ca-not-pem"],
 )
 def test_haproxy_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "haproxy", extra), *needles)

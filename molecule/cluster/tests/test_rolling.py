@@ -165,6 +165,29 @@ def test_a_stopped_web_server_is_taken_out_and_comes_back():
     assert codes and set(codes) == {"200"}, {c: codes.count(c) for c in set(codes)}
 
 
+def test_a_web_server_slow_to_answer_its_health_check_stays_in():
+    """A busy web server answers its health check late, not never: its app server frozen for 3 s
+    at a time (longer than the check interval, shorter than haproxy_check_timeout_ms), five times
+    in a row, it is never taken out. With the interval as the checks' limit, it was: on a loaded
+    site every web server at once, and every request answered 503."""
+    web2 = server(REST[0])
+    freeze = ("for i in 1 2 3 4 5; do systemctl kill -s STOP gunicorn@demoapp.service; sleep 3; "
+              "systemctl kill -s CONT gunicorn@demoapp.service; sleep 0.3; done; touch /tmp/thawed")
+    web2.run("rm -f /tmp/thawed")
+    web2.run(f"nohup bash -c {shlex.quote(freeze)} >/dev/null 2>&1 &")
+    seen = set()
+    try:
+        deadline = time.monotonic() + 60
+        while not web2.file("/tmp/thawed").exists:
+            seen.add(balancer_status()[REST[0]])
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+    finally:
+        web2.run("systemctl kill -s CONT gunicorn@demoapp.service")
+    assert seen == {"UP"}, seen
+    assert balancer_status() == {name: "UP" for name in WEB}
+
+
 def test_a_rolling_deploy_under_load_fails_no_request_and_starts_with_the_canary(sources):
     before = {name: current_release(server(name)) for name in (*WEB, WORKER)}
     start_load()

@@ -29,6 +29,23 @@ def missing_prerequisite(reason: str) -> None:
     pytest.fail(f"missing prerequisite: {reason} (set DJSTACK_ALLOW_SKIP=1 to skip such tests)", pytrace=False)
 
 
+# This machine's facts, gathered once per test process and reused by each ansible-playbook run of
+# it (gathering is most of a short run's time; the roles see the same facts either way). One cache
+# per process (pytest-xdist runs several): never two writers of one file.
+FACT_CACHE = Path(tempfile.gettempdir()) / f"django-stack-test-facts-{os.getpid()}"
+
+
+def fact_cache_env() -> dict[str, str]:
+    return {"ANSIBLE_GATHERING": "smart", "ANSIBLE_CACHE_PLUGIN": "jsonfile",
+            "ANSIBLE_CACHE_PLUGIN_CONNECTION": str(FACT_CACHE), "ANSIBLE_CACHE_PLUGIN_TIMEOUT": "3600"}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_the_fact_cache():
+    yield
+    shutil.rmtree(FACT_CACHE, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def project_root() -> Path:
     return ROOT

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import fact_cache_env
+
 ROOT = Path(__file__).resolve().parents[1]
 VALID_SECRET = "s" * 20 + "-unit-test-only-" + "k" * 20
 
@@ -76,6 +78,7 @@ def run_role(tmp_path: Path, role: str, extra: dict, drop: tuple[str, ...] = ())
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_PYTHON_INTERPRETER=sys.executable,
         ANSIBLE_LOCALHOST_WARNING="false",
+        **fact_cache_env(),
     )
     bindir = Path(sys.executable).parent
     return subprocess.run(

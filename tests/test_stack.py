@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import fact_cache_env
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -91,6 +93,7 @@ def run(inv: Path, playbook: Path, *args: str) -> subprocess.CompletedProcess:
         ANSIBLE_NOCOLOR="1",
         ANSIBLE_FORKS="10",
         ANSIBLE_LOCALHOST_WARNING="false",
+        **fact_cache_env(),
     )
     return subprocess.run([str(BIN / "ansible-playbook"), "-i", str(inv), str(playbook), *args],
                           capture_output=True, text=True, env=env, timeout=300, check=False)

@@ -16,7 +16,9 @@ SCENARIOS ?= default $(filter-out default resources,$(notdir $(patsubst %/,%,$(d
 DEBIAN_RELEASE ?= trixie
 export DEBIAN_RELEASE
 # How many scenarios `make molecule` runs side by side (scripts/molecule-lanes.sh); 1: one by one.
-MOLECULE_LANES ?= 2
+# Three on two cores: a scenario spends part of its time waiting (on apt, on its services), which a
+# third one fills (docs/performance.md, "make test").
+MOLECULE_LANES ?= 3
 # The inventory `make demo` converges the demo server with.
 INVENTORY ?= inventories/demo
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Run Molecule scenarios in parallel lanes (make molecule): each lane runs its scenarios one after
 # another, the lanes side by side. Scenarios share nothing but the image (their own containers,
-# networks and ephemeral directories), and most of a scenario's time is spent waiting on its
-# server, so two lanes on two cores take about the time of the longest lane.
+# networks and ephemeral directories), and part of a scenario's time is spent waiting on its
+# server, which the other lanes fill.
 #   scripts/molecule-lanes.sh <lanes> <scenario>...
 # Each line of output carries its scenario's name; the exit status is non-zero when any failed.
 set -uo pipefail
@@ -10,8 +10,8 @@ cd "$(dirname "$0")/.."
 lanes=${1:?usage: molecule-lanes.sh LANES SCENARIO...}; shift
 # Longest first (docs/performance.md, "make test"), then any other scenario: longest-first into
 # the least loaded lane keeps the lanes even.
-order=(cluster default rebuild apache project)
-declare -A weight=([cluster]=20 [default]=15 [rebuild]=14 [apache]=10 [project]=7)
+order=(cluster rebuild default apache project)
+declare -A weight=([cluster]=27 [rebuild]=20 [default]=19 [apache]=13 [project]=9)
 scenarios=()
 for s in "${order[@]}"; do [[ " $* " == *" $s "* ]] && scenarios+=("$s"); done
 for s in "$@"; do [[ " ${order[*]} " == *" $s "* ]] || scenarios+=("$s"); done

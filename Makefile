@@ -48,9 +48,9 @@ test: images ## Everything CI runs: lint, unit tests, container-backed module te
 	report() { echo "make test: stages passed: $${passed[*]:-none}$${stage:+; failed: $$stage}"; }
 	trap report EXIT
 	# The container-backed module tests mostly wait on their container: they run beside the unit
-	# tests (-O: each one's output whole, once it ends).
+	# tests (-O: each one's output whole, once it ends; the other stages print as they go).
 	for stage in lint "unit unit-containers" molecule; do
-	  $(MAKE) --no-print-directory -j2 -O $$stage
+	  $(MAKE) --no-print-directory $$([[ $$stage == *" "* ]] && echo -j2 -O) $$stage
 	  passed+=($$stage)
 	done
 	stage=""

@@ -22,7 +22,7 @@ MOLECULE_LANES ?= 3
 # The inventory `make demo` converges the demo server with.
 INVENTORY ?= inventories/demo
 
-.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster clean
+.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster bench-replica clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-appserver: image ## gunicorn vs Apache for a dynamic page, nginx vs Django
 
 bench-cluster: image ## The cluster scenario's first and idempotent converge next to an all-in-one's; failed requests in a rolling deploy, drained vs not
 	@python3 bench/cluster.py
+
+bench-replica: ## On a converged cluster scenario: replica lag idle vs under writes; writes failed and seconds without one during two promotions
+	@python3 bench/replica.py
 
 bench-releases: images ## Converge on Debian 13 and 12 side by side; rebuild RTO from a Debian 12 server onto a fresh Debian 13 one
 	@python3 bench/releases.py

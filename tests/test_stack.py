@@ -265,6 +265,51 @@ def test_a_bad_inventory_stops_every_host_before_any_change_naming_each_problem(
         assert needle in " ".join(out.split()), f"{needle!r} not in:\n{out[-4000:]}"
 
 
+def test_a_replica_follows_the_primary_and_every_database_server_lets_the_others_in(tmp_path):
+    w = passing(tmp_path, {**SPLIT, "dbreplicas": {"db2": {"stack_private_address": "10.0.0.12"}}}, MEDIA_BUCKET)
+    ca = "/etc/ssl/django-stack/ca.crt"
+    apps = ["10.0.0.21", "10.0.0.22", "fd00::31"]
+    # db2 follows db1 through its slot "db2", verifying db1's certificate; db1 keeps that slot.
+    assert (w["db2"]["postgresql_primary_address"], w["db2"]["postgresql_replica_slot"],
+            w["db2"]["postgresql_primary_sslrootcert"]) == ("10.0.0.10", "db2", ca)
+    assert (w["db1"]["postgresql_primary_address"], w["db1"]["postgresql_replica_slot"]) == ("", "")
+    assert w["db1"]["postgresql_replicas"] == [{"name": "db2", "address": "10.0.0.12"}]
+    # Each database server lets the other in for replication and the app's hosts in, so that a
+    # promotion changes no rule; the replica listens on its address with its own certificate.
+    assert w["db2"]["postgresql_replicas"] == [{"name": "db1", "address": "10.0.0.10"}]
+    assert w["db2"]["postgresql_listen_addresses"] == ["localhost", "10.0.0.12"]
+    assert w["db2"]["postgresql_ssl_cert_file"] == "/etc/ssl/django-stack/postgresql.crt"
+    assert [c["address"] for c in w["db2"]["postgresql_hba_clients"]] == ["10.0.0.21/32", "10.0.0.22/32", "fd00::31/128"]
+    assert {r["name"]: r["sources"] for r in w["db1"]["firewall_rules"]} == {"postgresql": [*apps, "10.0.0.12"]}
+    assert {r["name"]: r["sources"] for r in w["db2"]["firewall_rules"]} == {"postgresql": [*apps, "10.0.0.10"]}
+    # The app writes through the primary, then the replica (the first that takes writes), and
+    # sends its read-only work to the replica; the CA stays on db1.
+    for host in ("web1", "web2", "worker1"):
+        assert w[host]["django_app_db_failover_hosts"] == ["10.0.0.12"]
+        assert (w[host]["django_app_db_replica_host"], w[host]["django_app_db_replica_sslmode"],
+                w[host]["django_app_db_replica_sslrootcert"]) == ("10.0.0.12", "verify-full", ca)
+    assert {w[h]["pki_ca_host"] for h in w} == {"db1"}
+
+
+def test_after_a_promotion_the_ca_stays_where_it_is(tmp_path):
+    w = passing(tmp_path, {**SPLIT, "dbservers": {"db2": {"stack_private_address": "10.0.0.12"}},
+                           "dbreplicas": {"db1": {"stack_private_address": "10.0.0.10"}}}, MEDIA_BUCKET)
+    assert w["db1"]["postgresql_primary_address"] == "10.0.0.12"
+    assert w["web1"]["django_app_db_host"] == "10.0.0.12"
+    assert {w[h]["pki_ca_host"] for h in w} == {"db1"}
+
+
+def test_replicas_without_a_primary_or_in_both_groups_are_refused(tmp_path):
+    out = " ".join(refused(tmp_path / "none", {**{g: h for g, h in SPLIT.items() if g != "dbservers"},
+                                               "dbreplicas": {"db2": {"stack_private_address": "10.0.0.12"}}}).split())
+    assert "replicas (db2, the dbreplicas group) but no primary for them to follow" in out, out[-3000:]
+    out = " ".join(refused(tmp_path / "both", {**SPLIT, "dbreplicas": {"db1": {}}}).split())
+    assert "db1 in both dbservers and dbreplicas" in out, out[-3000:]
+    out = " ".join(refused(tmp_path / "two", {**SPLIT, "dbservers": {"db1": {"stack_private_address": "10.0.0.10"},
+                                                                     "db2": {"stack_private_address": "10.0.0.12"}}}).split())
+    assert "two primaries would each take writes the other never sees" in out, out[-3000:]
+
+
 def test_a_load_balancer_on_a_web_server_is_refused(tmp_path):
     out = refused(tmp_path, {**SPLIT, "loadbalancers": {"web1": {}}})
     assert "web1 in both loadbalancers and webservers" in " ".join(out.split()), out[-3000:]

@@ -115,10 +115,27 @@ if DB_ENGINE == "postgresql":
     }
     # TLS to a database on another host: libpq's sslmode (verify-full checks the certificate
     # against the CA and the address) and the CA certificate. Unset: libpq's defaults.
+    # DJANGO_DB_HOST may list several hosts (primary,replica,...): with target_session_attrs
+    # read-write, libpq connects to the first that takes writes, so a promoted replica takes
+    # over without a settings change.
     DATABASES["default"]["OPTIONS"] = {
         name: value for name, value in (("sslmode", env_str("DJANGO_DB_SSLMODE")),
-                                        ("sslrootcert", env_str("DJANGO_DB_SSLROOTCERT"))) if value
+                                        ("sslrootcert", env_str("DJANGO_DB_SSLROOTCERT")),
+                                        ("target_session_attrs", env_str("DJANGO_DB_TARGET_SESSION_ATTRS"))) if value
     }
+    # A streaming replica for read-only work: the "replica" alias, which demoapp.routers sends
+    # reads to inside demoapp.routers.replica_reads() only (a read right after a write elsewhere
+    # must see it: the replica may lag). Its tests use the default database.
+    if env_str("DJANGO_DB_REPLICA_HOST"):
+        DATABASES["replica"] = {
+            **{key: value for key, value in DATABASES["default"].items() if key != "OPTIONS"},
+            "HOST": env_str("DJANGO_DB_REPLICA_HOST"),
+            "OPTIONS": {
+                name: value for name, value in (("sslmode", env_str("DJANGO_DB_REPLICA_SSLMODE")),
+                                                ("sslrootcert", env_str("DJANGO_DB_REPLICA_SSLROOTCERT"))) if value
+            },
+            "TEST": {"MIRROR": "default"},
+        }
 elif DB_ENGINE == "sqlite":
     DATABASES = {
         "default": {
@@ -130,9 +147,11 @@ else:
     raise ImproperlyConfigured(
         f"DJANGO_DB_ENGINE must be 'postgresql' or 'sqlite', not {DB_ENGINE!r}."
     )
-DATABASES["default"]["CONN_MAX_AGE"] = env_int("DJANGO_DB_CONN_MAX_AGE", 60)
-# Persistent connections are checked before reuse, so a database restart costs no request.
-DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
+for _database in DATABASES.values():
+    _database["CONN_MAX_AGE"] = env_int("DJANGO_DB_CONN_MAX_AGE", 60)
+    # Persistent connections are checked before reuse, so a database restart costs no request.
+    _database["CONN_HEALTH_CHECKS"] = True
+DATABASE_ROUTERS = ["demoapp.routers.ReplicaRouter"]
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

@@ -16,6 +16,7 @@ from django.db.utils import OperationalError
 from django.test import TestCase, override_settings
 from django.urls import reverse
 
+from demoapp.routers import ReplicaRouter, replica_reads
 from demoapp.version import VERSION
 from notes.forms import MAX_UPLOAD_SIZE, UploadForm
 from notes.models import Counter, Note, Upload
@@ -192,6 +193,61 @@ class HealthzTests(PageTestCase):
             status_code=301,
             fetch_redirect_response=False,
         )
+
+
+    def test_the_replica_is_reported_and_never_fails_the_check(self) -> None:
+        with (
+            mock.patch.dict(settings.DATABASES, {"replica": {"ATOMIC_REQUESTS": False}}),
+            mock.patch("notes.views._replica_lag", return_value=None),
+        ):
+            response = self.client.get("/healthz")
+        self.assertEqual(response.status_code, 200)
+        self.assertEqual(response.json()["replica"], "error")
+        with (
+            mock.patch.dict(settings.DATABASES, {"replica": {"ATOMIC_REQUESTS": False}}),
+            mock.patch("notes.views._replica_lag", return_value=0.25),
+        ):
+            body = self.client.get("/healthz").json()
+        self.assertEqual((body["replica"], body["replica_lag_seconds"]), ("ok", 0.25))
+
+
+class ReplicaTests(PageTestCase):
+    def test_reads_go_to_the_replica_only_inside_replica_reads(self) -> None:
+        router = ReplicaRouter()
+        with mock.patch.dict(settings.DATABASES, {"replica": {}}):
+            self.assertIsNone(router.db_for_read(Note))
+            with replica_reads():
+                self.assertEqual(router.db_for_read(Note), "replica")
+                self.assertEqual(router.db_for_write(Note), "default")
+            self.assertIsNone(router.db_for_read(Note))
+        with replica_reads():
+            self.assertIsNone(router.db_for_read(Note))  # no replica configured
+        self.assertFalse(router.allow_migrate("replica", "notes"))
+        self.assertTrue(router.allow_migrate("default", "notes"))
+
+    def test_stats_counts_the_rows_on_the_default_database_without_a_replica(self) -> None:
+        Note.objects.create(title="one", body="")
+        self.client.get("/counter/")
+        self.assertEqual(
+            self.client.get("/stats/").json(), {"notes": 1, "uploads": 0, "counter": 1, "database": "default"}
+        )
+
+    def test_the_replica_alias_and_the_host_list_come_from_the_environment(self) -> None:
+        script = (
+            "import json; from django.conf import settings as s; d = s.DATABASES;"
+            "print(json.dumps([d['default']['HOST'], d['default']['OPTIONS'], d['replica']['HOST'], d['replica']['OPTIONS']]))"
+        )
+        result = run_manage(
+            "shell", "-c", script,
+            DJANGO_SECRET_KEY="x" * 50, DJANGO_DB_HOST="10.0.0.10,10.0.0.11", DJANGO_DB_SSLMODE="verify-full",
+            DJANGO_DB_TARGET_SESSION_ATTRS="read-write", DJANGO_DB_REPLICA_HOST="10.0.0.11",
+            DJANGO_DB_REPLICA_SSLMODE="verify-full", DJANGO_DB_REPLICA_SSLROOTCERT="/etc/ssl/ca.crt",
+        )
+        self.assertEqual(result.returncode, 0, result.stderr)
+        self.assertEqual(json.loads(result.stdout.splitlines()[-1]), [
+            "10.0.0.10,10.0.0.11", {"sslmode": "verify-full", "target_session_attrs": "read-write"},
+            "10.0.0.11", {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/ca.crt"},
+        ])
 
 
 class AdminTests(PageTestCase):

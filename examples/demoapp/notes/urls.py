@@ -9,5 +9,6 @@ urlpatterns = [
     path("counter/", views.counter, name="counter"),
     path("uploads/", views.uploads, name="uploads"),
     path("search/", views.search, name="search"),
+    path("stats/", views.stats, name="stats"),
     path("healthz", views.healthz, name="healthz"),
 ]

@@ -4,13 +4,14 @@ from uuid import uuid4
 from django.conf import settings
 from django.contrib import messages
 from django.core.cache import cache
-from django.db import connection, transaction
+from django.db import connection, connections, transaction
 from django.db.models import F
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_http_methods, require_safe
 
+from demoapp.routers import replica_reads
 from demoapp.version import VERSION
 from notes.forms import NoteForm, UploadForm
 from notes.models import NOTE_LIST_CACHE_KEY, Counter, Note, Upload
@@ -51,6 +52,21 @@ def counter(request: HttpRequest) -> HttpResponse:
     if request.GET.get("format") == "json":
         return JsonResponse({"count": row.value})
     return render(request, "notes/counter.html", {"count": row.value})
+
+
+@never_cache
+@require_safe
+@replica_reads()
+def stats(request: HttpRequest) -> JsonResponse:
+    """Counts of the site's rows: read-only work that may lag a little, so it reads the replica
+    when there is one ("database" names the alias that answered)."""
+    counter = Counter.objects.filter(name=COUNTER_NAME).values_list("value", flat=True).first()
+    return JsonResponse({
+        "notes": Note.objects.count(),
+        "uploads": Upload.objects.count(),
+        "counter": counter or 0,
+        "database": Note.objects.all().db,
+    })
 
 
 @require_http_methods(["GET", "POST"])
@@ -104,6 +120,24 @@ def _cache_ok() -> bool:
     return ok
 
 
+# Seconds the replica's data is behind the primary's: 0 when it has replayed all it received,
+# else the age of the last transaction it replayed.
+REPLICA_LAG_SQL = (
+    "SELECT CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+    " ELSE EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()) END"
+)
+
+
+def _replica_lag() -> float | None:
+    try:
+        with connections["replica"].cursor() as cursor:
+            cursor.execute(REPLICA_LAG_SQL)
+            return round(float(cursor.fetchone()[0] or 0), 3)
+    except Exception:  # any failure is reported as "error"; the log says which
+        logger.exception("Health check: the replica's lag could not be read")
+        return None
+
+
 @never_cache
 @require_safe
 def healthz(request: HttpRequest) -> JsonResponse:
@@ -114,7 +148,10 @@ def healthz(request: HttpRequest) -> JsonResponse:
     healthy = all(state == "ok" for state in checks.values())
     # "release" names the directory the code runs from (releases/<id> on a server), so a
     # deploy can tell which release a worker serves.
-    return JsonResponse(
-        {**checks, "version": VERSION, "release": settings.BASE_DIR.name},
-        status=200 if healthy else 503,
-    )
+    body = {**checks, "version": VERSION, "release": settings.BASE_DIR.name}
+    # The replica is reported, not required: the site works without it (its read-only work
+    # would fail), and a load balancer must not take every web server out for it.
+    if "replica" in settings.DATABASES:
+        lag = _replica_lag()
+        body.update({"replica": "error" if lag is None else "ok", "replica_lag_seconds": lag})
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -117,7 +117,10 @@ def test_the_services_of_the_worker_listen_on_its_private_address_for_the_others
 @pytest.mark.parametrize("name", WEB)
 def test_the_apps_environment_points_at_the_private_addresses(name):
     env = dict(re.findall(r"^([A-Z_]+)='(.*)'$", server(name).file(f"{APP_ROOT}/shared/env").content_string, re.M))
-    assert env["DJANGO_DB_HOST"] == ADDRESS[DB]
+    # The primary, then the replica: a connection that writes takes the first that accepts writes.
+    assert env["DJANGO_DB_HOST"] == f"{ADDRESS[DB]},{ADDRESS[WORKER]}"
+    assert env["DJANGO_DB_TARGET_SESSION_ATTRS"] == "read-write"
+    assert (env["DJANGO_DB_REPLICA_HOST"], env["DJANGO_DB_REPLICA_SSLMODE"]) == (ADDRESS[WORKER], "verify-full")
     assert env["DJANGO_CACHE_LOCATION"] == f"{ADDRESS[WORKER]}:11211"
     assert f"@{ADDRESS[WORKER]}:5671/" in env["DJANGO_CELERY_BROKER_URL"]
     assert env["DJANGO_SOLR_URL"] == f"http://{ADDRESS[WORKER]}:8983/solr/{APP_NAME}"
@@ -186,6 +189,7 @@ def test_each_service_port_opens_only_for_the_hosts_that_use_it():
     web1, web2 = sorted(WEB)
     matrix = {
         (DB, 5432): {web1, web2, WORKER},
+        (WORKER, 5432): {web1, web2, DB},   # the replica: the app's read-only work, replication from db
         (WORKER, 11211): {web1, web2},
         (WORKER, 5671): {web1, web2},
         (WORKER, 5672): set(),

@@ -215,10 +215,10 @@ def static_manifest(host) -> dict[str, str]:
     return json.loads(data)["paths"]
 
 
-def run_playbook(*args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
-    """Run ansible-playbook against the scenario's inventory, as Molecule would (no colours:
-    Molecule forces them, and they would get in the way of parsing the recap)."""
-    cmd = ["ansible-playbook", "-i", INVENTORY, *args]
+def run_playbook(*args: str, timeout: int = 1200, inventory: str = INVENTORY) -> subprocess.CompletedProcess:
+    """Run ansible-playbook against the scenario's inventory (or another), as Molecule would (no
+    colours: Molecule forces them, and they would get in the way of parsing the recap)."""
+    cmd = ["ansible-playbook", "-i", inventory, *args]
     env = dict(os.environ, ANSIBLE_FORCE_COLOR="0", ANSIBLE_NOCOLOR="1", PY_COLORS="0")
     return subprocess.run(cmd, cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=timeout, check=False)
 

@@ -1,0 +1,139 @@
+"""Promotion of the replica, last (conftest.py): the inventory is edited as an operator would (the
+worker into dbservers, db into dbreplicas), then playbooks/promote-replica.yml runs with the old
+primary still up and writes going on through the balancer; playbooks/rebuild-replica.yml makes
+the old primary a replica of the new one; site.yml then changes nothing.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+from pathlib import Path
+
+import testinfra
+import yaml
+
+from stackhelpers import APP_NAME, INVENTORY, basic_auth, group_hosts, recap, run_playbook
+
+OLD, = group_hosts("dbservers")
+NEW, = group_hosts("dbreplicas")
+LB, = group_hosts("loadbalancers")
+SERVERS = group_hosts("all")
+PROMOTION_TARGET = 30.0   # seconds without a successful write (issue's target)
+PROBES = 2
+
+
+def server(name: str):
+    return testinfra.get_host(f"podman://{name}")
+
+
+def psql(name: str, sql: str, database: str = APP_NAME) -> str:
+    return server(name).check_output(f"runuser -u postgres -- psql -XAt -d {database} -c \"{sql}\"")
+
+
+def promoted_inventory() -> str:
+    """The scenario's inventory with dbservers and dbreplicas swapped, next to it, with the same
+    group_vars and host_vars."""
+    source = Path(INVENTORY)
+    data = yaml.safe_load(source.read_text())
+    data["dbservers"]["hosts"], data["dbreplicas"]["hosts"] = data["dbreplicas"]["hosts"], data["dbservers"]["hosts"]
+    target = source.parent.parent / "inventory-promoted"
+    target.mkdir(exist_ok=True)
+    for name in ("group_vars", "host_vars"):
+        if not (target / name).exists():
+            (target / name).symlink_to((source.parent / name).resolve())
+    (target / source.name).write_text(yaml.safe_dump(data))
+    return str(target / source.name)
+
+
+def start_probes() -> None:
+    """Writes through the balancer (each /counter/ request updates a row), each with its time."""
+    auth = " ".join(shlex.quote(a) for a in basic_auth())
+    lb = server(LB)
+    lb.run("rm -f /tmp/stop-probe /tmp/probe-*")
+    for n in range(PROBES):
+        script = ("end=$((SECONDS+900)); while [ ! -e /tmp/stop-probe ] && [ $SECONDS -lt $end ]; do "
+                  f"code=$(curl -sk --max-time 10 {auth} -o /dev/null -w '%{{http_code}}' 'https://localhost/counter/?format=json'); "
+                  f"echo \"$(date +%s.%N) $code\" >> /tmp/probe-{n}; sleep 0.05; done")
+        lb.run(f"nohup bash -c {shlex.quote(script)} >/dev/null 2>&1 &")
+
+
+def stop_probes() -> list[tuple[float, str]]:
+    lb = server(LB)
+    lb.run("touch /tmp/stop-probe; sleep 1")
+    lines = lb.check_output("cat /tmp/probe-*").splitlines()
+    return sorted((float(stamp), code) for stamp, code in (line.split() for line in lines))
+
+
+def outage(samples: list[tuple[float, str]]) -> float:
+    """Seconds from the first failed write to the first success after the last failed one."""
+    failed = [stamp for stamp, code in samples if code != "200"]
+    if not failed:
+        return 0.0
+    after = [stamp for stamp, code in samples if code == "200" and stamp > failed[-1]]
+    assert after, "writes never succeeded again"
+    return after[0] - failed[0]
+
+
+STATE: dict[str, str] = {}
+
+
+def test_the_replica_is_promoted_under_writes_with_the_old_primary_fenced():
+    STATE["inventory"] = promoted_inventory()
+    title = f"before-the-promotion-{secrets.token_hex(4)}"
+    psql(OLD, f"INSERT INTO notes_note (title, body, created) VALUES ('{title}', '', now())")
+    counter_before = int(psql(OLD, "SELECT value FROM notes_counter WHERE name = 'hits'") or 0)
+    start_probes()
+    time.sleep(3)
+    started = time.monotonic()
+    result = run_playbook("playbooks/promote-replica.yml", inventory=STATE["inventory"])
+    took = time.monotonic() - started
+    time.sleep(3)
+    samples = stop_probes()
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    failed = sum(code != "200" for _, code in samples)
+    window = outage(samples)
+    print(f"\npromote-replica.yml: {took:.0f} s; writes: {failed} failed of {len(samples)}, "
+          f"none succeeding for {window:.1f} s")
+    # The new primary takes writes and has what the old one had; the old one is stopped and masked.
+    assert psql(NEW, "SELECT pg_is_in_recovery()") == "f"
+    assert psql(NEW, f"SELECT count(*) FROM notes_note WHERE title = '{title}'") == "1"
+    assert int(psql(NEW, "SELECT value FROM notes_counter WHERE name = 'hits'")) > counter_before
+    old = server(OLD)
+    unit = old.check_output("systemctl list-units --all --plain --no-legend 'postgresql@*-main.service'").split()[0]
+    assert old.run(f"systemctl is-active {unit}").stdout.strip() != "active"
+    assert old.run(f"systemctl is-enabled {unit}").stdout.strip() == "masked"
+    assert window <= PROMOTION_TARGET, window
+
+
+def test_promoting_again_changes_nothing():
+    result = run_playbook("playbooks/promote-replica.yml", inventory=STATE["inventory"])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    changed = {name: counts["changed"] for name, counts in recap(result.stdout).items() if counts["changed"]}
+    assert changed == {}, result.stdout[-6000:]
+
+
+def test_the_old_primary_is_rebuilt_as_a_replica_of_the_new_one():
+    started = time.monotonic()
+    result = run_playbook("playbooks/rebuild-replica.yml", inventory=STATE["inventory"])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    print(f"\nrebuild-replica.yml: {time.monotonic() - started:.0f} s")
+    assert psql(OLD, "SELECT pg_is_in_recovery()") == "t"
+    slot = OLD.replace("-", "_")
+    assert psql(NEW, f"SELECT state FROM pg_stat_replication WHERE application_name = '{slot}'") == "streaming"
+    title = f"after-the-promotion-{secrets.token_hex(4)}"
+    psql(NEW, f"INSERT INTO notes_note (title, body, created) VALUES ('{title}', '', now())")
+    deadline = time.monotonic() + 10
+    while psql(OLD, f"SELECT count(*) FROM notes_note WHERE title = '{title}'") != "1":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_site_yml_on_the_promoted_inventory_changes_nothing():
+    result = run_playbook("site.yml", inventory=STATE["inventory"])
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    hosts = recap(result.stdout)
+    assert set(hosts) == set(SERVERS), hosts
+    changed = {name: counts["changed"] for name, counts in hosts.items() if counts["changed"]}
+    assert changed == {}, result.stdout[-8000:]

@@ -64,7 +64,7 @@ def start_writes(lb: str) -> None:
         loop = ("end=$((SECONDS+1800)); while [ ! -e /tmp/bench-stop ] && [ $SECONDS -lt $end ]; do "
                 "code=$(curl -sk --max-time 10 -o /dev/null -w '%{http_code}' 'https://localhost/counter/?format=json'); "
                 f"echo \"$(date +%s.%N) $code\" >> /tmp/bench-writes-{n}; done")
-        subprocess.run(["podman", "exec", "-d", lb, "bash", "-c", loop], check=True)
+        subprocess.run(["podman", "exec", "-d", lb, "bash", "-c", loop], check=True, capture_output=True)
 
 
 def stop_writes(lb: str) -> list[tuple[float, str]]:

@@ -1,7 +1,8 @@
 """Promotion of the replica, last (conftest.py): the inventory is edited as an operator would (the
 worker into dbservers, db into dbreplicas), then playbooks/promote-replica.yml runs with the old
 primary still up and writes going on through the balancer; playbooks/rebuild-replica.yml makes
-the old primary a replica of the new one; site.yml then changes nothing.
+the old primary a replica of the new one; `site.yml --check --diff` then reports no change (the
+scenario's one check-mode run).
 """
 
 from __future__ import annotations
@@ -79,8 +80,16 @@ def outage(samples: list[tuple[float, str]]) -> float:
 STATE: dict[str, str] = {}
 
 
-def test_the_replica_is_promoted_under_writes_with_the_old_primary_fenced():
+def test_check_mode_reports_the_fence_and_the_promotion_and_makes_neither():
     STATE["inventory"] = promoted_inventory()
+    result = run_playbook("--check", "playbooks/promote-replica.yml", inventory=STATE["inventory"])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    counts = recap(result.stdout)
+    assert counts[OLD]["changed"] >= 1 and counts[NEW]["changed"] >= 1, counts
+    assert psql(NEW, "SELECT pg_is_in_recovery()") == "t" and psql(OLD, "SELECT pg_is_in_recovery()") == "f"
+
+
+def test_the_replica_is_promoted_under_writes_with_the_old_primary_fenced():
     title = f"before-the-promotion-{secrets.token_hex(4)}"
     psql(OLD, f"INSERT INTO notes_note (title, body, created) VALUES ('{title}', '', now())")
     counter_before = int(psql(OLD, "SELECT value FROM notes_counter WHERE name = 'hits'") or 0)
@@ -107,13 +116,6 @@ def test_the_replica_is_promoted_under_writes_with_the_old_primary_fenced():
     assert window <= PROMOTION_TARGET, window
 
 
-def test_promoting_again_changes_nothing():
-    result = run_playbook("playbooks/promote-replica.yml", inventory=STATE["inventory"])
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    changed = {name: counts["changed"] for name, counts in recap(result.stdout).items() if counts["changed"]}
-    assert changed == {}, result.stdout[-6000:]
-
-
 def test_the_old_primary_is_rebuilt_as_a_replica_of_the_new_one():
     started = time.monotonic()
     result = run_playbook("playbooks/rebuild-replica.yml", inventory=STATE["inventory"])
@@ -122,18 +124,30 @@ def test_the_old_primary_is_rebuilt_as_a_replica_of_the_new_one():
     assert psql(OLD, "SELECT pg_is_in_recovery()") == "t"
     slot = OLD.replace("-", "_")
     assert psql(NEW, f"SELECT state FROM pg_stat_replication WHERE application_name = '{slot}'") == "streaming"
+    # The slot it kept for the worker as primary is gone (it would hold back WAL for nobody).
+    assert psql(OLD, "SELECT count(*) FROM pg_replication_slots", "postgres") == "0"
     title = f"after-the-promotion-{secrets.token_hex(4)}"
     psql(NEW, f"INSERT INTO notes_note (title, body, created) VALUES ('{title}', '', now())")
     deadline = time.monotonic() + 10
     while psql(OLD, f"SELECT count(*) FROM notes_note WHERE title = '{title}'") != "1":
         assert time.monotonic() < deadline
         time.sleep(0.1)
+    # Promoting again would fence and promote nothing.
+    result = run_playbook("--check", "playbooks/promote-replica.yml", inventory=STATE["inventory"])
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    changed = {name: counts["changed"] for name, counts in recap(result.stdout).items() if counts["changed"]}
+    assert changed == {}, result.stdout[-6000:]
 
 
-def test_site_yml_on_the_promoted_inventory_changes_nothing():
-    result = run_playbook("site.yml", inventory=STATE["inventory"])
+def test_check_diff_of_site_yml_on_the_promoted_inventory_reports_no_change():
+    """The cluster's `--check --diff` (after Molecule's idempotence on the inventory as it was):
+    the promoted and rebuilt servers are what site.yml makes of the edited inventory, and check
+    mode says so without a change."""
+    started = time.monotonic()
+    result = run_playbook("--check", "--diff", "site.yml", inventory=STATE["inventory"])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     hosts = recap(result.stdout)
     assert set(hosts) == set(SERVERS), hosts
     changed = {name: counts["changed"] for name, counts in hosts.items() if counts["changed"]}
     assert changed == {}, result.stdout[-8000:]
+    print(f"\nsite.yml --check --diff: {time.monotonic() - started:.0f} s")

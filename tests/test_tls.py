@@ -69,6 +69,29 @@ def test_without_a_certificate_nothing_changes(tmp_path):
     assert not [name for name in settings(files[DROP_IN]) if name.startswith("ssl")]
 
 
+STANDBY = "etc/postgresql/VERSION/main/conf.d/60-django-stack-standby.conf"
+PGPASS = "var/lib/postgresql/pgpass"
+
+
+def test_a_replica_verifies_its_primary_and_reads_its_password_from_a_file(tmp_path):
+    secret = "pa:ss\\word'" + "x" * 12
+    files = render_role_templates(tmp_path, "postgresql", [HBA, STANDBY, PGPASS], {
+        **PG_FACTS, **TLS, "postgresql_primary_address": "10.0.0.10", "postgresql_replica_slot": "db2",
+        "postgresql_primary_sslrootcert": "/etc/ssl/django-stack/ca.crt", "postgresql_replication_password": secret,
+        "postgresql_replicas": [{"name": "db1", "address": "10.0.0.10"}]})
+    conf = settings(files[STANDBY])
+    conninfo = conf["primary_conninfo"].strip("'").split()
+    assert {"host=10.0.0.10", "port=5432", "user=replicator", "sslmode=verify-full",
+            "sslrootcert=/etc/ssl/django-stack/ca.crt", "passfile=/var/lib/postgresql/.pgpass"} <= set(conninfo)
+    assert secret not in files[STANDBY] and "password" not in conf["primary_conninfo"]
+    assert (conf["primary_slot_name"], conf["hot_standby"], conf["hot_standby_feedback"]) == ("'db2'", "on", "on")
+    # libpq's password file: ':' and '\' escaped, the database field matching the replication connection.
+    line = [x for x in files[PGPASS].splitlines() if not x.startswith("#")]
+    assert line == ["10.0.0.10:5432:*:replicator:pa\\:ss\\\\word'" + "x" * 12]
+    # The primary may connect for replication, over TLS only (it becomes a replica of this one after a promotion).
+    assert ["hostssl", "replication", "replicator", "10.0.0.10/32", "scram-sha-256"] in hba_rules(files[HBA])
+
+
 def rabbitmq_conf(tmp_path: Path, extra: dict) -> dict[str, str]:
     text = render_role_templates(tmp_path, "rabbitmq", ["etc/rabbitmq/rabbitmq.conf"], extra)["etc/rabbitmq/rabbitmq.conf"]
     return settings(text)

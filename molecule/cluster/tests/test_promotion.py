@@ -1,8 +1,9 @@
 """Promotion of the replica, last (conftest.py): the inventory is edited as an operator would (the
 worker into dbservers, db into dbreplicas), then playbooks/promote-replica.yml runs with the old
-primary still up and writes going on through the balancer; playbooks/rebuild-replica.yml makes
-the old primary a replica of the new one; `site.yml --check --diff` then reports no change (the
-scenario's one check-mode run).
+primary still up and writes going on through the balancer (a converge of the edited inventory
+without it is refused first); the old primary, started again as a primary by hand (diverged),
+is refused by a converge and rebuilt by playbooks/rebuild-replica.yml as a replica of the new
+one; `site.yml --check --diff` then reports no change (the scenario's one check-mode run).
 """
 
 from __future__ import annotations
@@ -80,8 +81,16 @@ def outage(samples: list[tuple[float, str]]) -> float:
 STATE: dict[str, str] = {}
 
 
-def test_check_mode_reports_the_fence_and_the_promotion_and_makes_neither():
+def test_a_converge_of_the_edited_inventory_refuses_to_make_a_replica_the_primary():
     STATE["inventory"] = promoted_inventory()
+    result = run_playbook("playbooks/dbservers.yml", inventory=STATE["inventory"])
+    out = " ".join(result.stdout.split())
+    assert result.returncode != 0 and "run playbooks/promote-replica.yml (it fences the old primary first)" in out, out[-3000:]
+    assert recap(result.stdout)[NEW]["changed"] == 0
+    assert psql(NEW, "SELECT pg_is_in_recovery()") == "t"
+
+
+def test_check_mode_reports_the_fence_and_the_promotion_and_makes_neither():
     result = run_playbook("--check", "playbooks/promote-replica.yml", inventory=STATE["inventory"])
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     counts = recap(result.stdout)
@@ -116,12 +125,26 @@ def test_the_replica_is_promoted_under_writes_with_the_old_primary_fenced():
     assert window <= PROMOTION_TARGET, window
 
 
-def test_the_old_primary_is_rebuilt_as_a_replica_of_the_new_one():
+def test_a_diverged_old_primary_is_refused_then_rebuilt_as_a_replica_of_the_new_one():
+    """db started as a primary again after the fence (someone unmasked it and removed the standby
+    marker): its timeline diverged. A converge refuses it, naming the variable; rebuild-replica.yml
+    moves its data aside and copies the new primary's."""
+    old = server(OLD)
+    unit = old.check_output("systemctl list-units --all --plain --no-legend 'postgresql@*-main.service'").split()[0]
+    data = old.check_output("runuser -u postgres -- ls -d /var/lib/postgresql/*/main")
+    old.check_output(f"systemctl unmask {unit} && rm {data}/standby.signal && systemctl start {unit}")
+    psql(OLD, "INSERT INTO notes_note (title, body, created) VALUES ('diverged', '', now())")
+    result = run_playbook("playbooks/dbreplicas.yml", inventory=STATE["inventory"])
+    out = " ".join(result.stdout.split())
+    assert result.returncode != 0 and "a database that is not a replica" in out and "postgresql_replica_rebuild" in out, \
+        out[-3000:]
     started = time.monotonic()
     result = run_playbook("playbooks/rebuild-replica.yml", inventory=STATE["inventory"])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     print(f"\nrebuild-replica.yml: {time.monotonic() - started:.0f} s")
     assert psql(OLD, "SELECT pg_is_in_recovery()") == "t"
+    assert psql(OLD, "SELECT count(*) FROM notes_note WHERE title = 'diverged'") == "0"
+    assert old.run(f"ls -d {data}.replaced-*").rc == 0   # the diverged data kept aside
     slot = OLD.replace("-", "_")
     assert psql(NEW, f"SELECT state FROM pg_stat_replication WHERE application_name = '{slot}'") == "streaming"
     # The slot it kept for the worker as primary is gone (it would hold back WAL for nobody).

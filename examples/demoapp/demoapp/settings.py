@@ -123,6 +123,10 @@ if DB_ENGINE == "postgresql":
                                         ("sslrootcert", env_str("DJANGO_DB_SSLROOTCERT")),
                                         ("target_session_attrs", env_str("DJANGO_DB_TARGET_SESSION_ATTRS"))) if value
     }
+    # With a host list, a primary that is down without refusing (a dead server drops the packets)
+    # must cost seconds, not the kernel's connect timeout, before libpq tries the next host.
+    if "target_session_attrs" in DATABASES["default"]["OPTIONS"]:
+        DATABASES["default"]["OPTIONS"]["connect_timeout"] = 5
     # A streaming replica for read-only work: the "replica" alias, which demoapp.routers sends
     # reads to inside demoapp.routers.replica_reads() only (a read right after a write elsewhere
     # must see it: the replica may lag). Its tests use the default database.
@@ -130,9 +134,12 @@ if DB_ENGINE == "postgresql":
         DATABASES["replica"] = {
             **{key: value for key, value in DATABASES["default"].items() if key != "OPTIONS"},
             "HOST": env_str("DJANGO_DB_REPLICA_HOST"),
+            # A replica that drops the packets must not hang /healthz past the balancer's check
+            # timeout: that would take every web server out for a replica the site can do without.
             "OPTIONS": {
-                name: value for name, value in (("sslmode", env_str("DJANGO_DB_REPLICA_SSLMODE")),
-                                                ("sslrootcert", env_str("DJANGO_DB_REPLICA_SSLROOTCERT"))) if value
+                "connect_timeout": 2,
+                **{name: value for name, value in (("sslmode", env_str("DJANGO_DB_REPLICA_SSLMODE")),
+                                                   ("sslrootcert", env_str("DJANGO_DB_REPLICA_SSLROOTCERT"))) if value},
             },
             "TEST": {"MIRROR": "default"},
         }

@@ -245,8 +245,8 @@ class ReplicaTests(PageTestCase):
         )
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertEqual(json.loads(result.stdout.splitlines()[-1]), [
-            "10.0.0.10,10.0.0.11", {"sslmode": "verify-full", "target_session_attrs": "read-write"},
-            "10.0.0.11", {"sslmode": "verify-full", "sslrootcert": "/etc/ssl/ca.crt"},
+            "10.0.0.10,10.0.0.11", {"sslmode": "verify-full", "target_session_attrs": "read-write", "connect_timeout": 5},
+            "10.0.0.11", {"connect_timeout": 2, "sslmode": "verify-full", "sslrootcert": "/etc/ssl/ca.crt"},
         ])
 
 

@@ -133,12 +133,14 @@ PG_OK = {"postgresql_users": [{"name": "app", "password": "app-password-123"}],
         ({"postgresql_replicas": [{"name": "db2", "address": "10.0.0.12"}]}, ["postgresql_replication_password"]),
         ({"postgresql_max_slot_wal_keep_size_mb": 10}, ["postgresql_max_slot_wal_keep_size_mb"]),
         ({"postgresql_promote_max_lag_bytes": "lots"}, ["postgresql_promote_max_lag_bytes"]),
+        ({"postgresql_archive_timeout": 0}, ["postgresql_archive_timeout=0", "RPO"]),
+        ({"postgresql_archive_command": "/x '%p'"}, ["postgresql_archive_command"]),
     ],
     ids=["version-type", "version-unavailable", "user-without-password", "trust-auth", "listen-everywhere", "unknown-owner",
          "listen-unspecified-v6", "listen-not-an-address", "hba-user-newline", "hba-address-not-a-network",
          "extra-setting-key-newline", "extra-setting-value-newline", "extra-setting-listener",
          "replica-without-password", "replica-without-slot", "primary-not-an-address", "slot-name", "replicas-without-password",
-         "slot-wal-cap-too-small", "promote-lag-type"],
+         "slot-wal-cap-too-small", "promote-lag-type", "archive-timeout-zero", "archive-command-quote"],
 )
 def test_postgresql_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "postgresql", {**PG_OK, **extra}), *needles)
@@ -538,6 +540,31 @@ def test_backup_rejects_bad_input(tmp_path, extra, needles):
     assert_rejected(run_role(tmp_path, "backup", {**BACKUP_OK, **extra}), *needles)
 
 
+PITR_OK = {"pitr_name": "demoapp", "pitr_s3_bucket": "site-archive"}
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"pitr_restore_target_time": "yesterday"}, ["pitr_restore_target_time=yesterday", "ISO 8601"]),
+        ({"pitr_restore_target_time": "2026-12-06 14:03"}, ["pitr_restore_target_time", "time zone"]),
+        ({"pitr_s3_bucket": "Site_Archive"}, ["pitr_s3_bucket=Site_Archive"]),
+        ({"pitr_s3_prefix": "/archive/"}, ["pitr_s3_prefix"]),
+        ({"pitr_s3_endpoint_url": "https://s3.internal/x"}, ["pitr_s3_endpoint_url"]),
+        ({"pitr_s3_access_key": "AKIDARCHIVER"}, ["pitr_s3_access_key/pitr_s3_secret_key"]),
+        ({"pitr_restore_s3_secret_key": "secret with spaces", "pitr_restore_s3_access_key": "AKIDRESTORE"},
+         ["pitr_restore_s3_access_key/pitr_restore_s3_secret_key"]),
+        ({"pitr_name": "demo app"}, ["pitr_name"]),
+        ({"pitr_s3_sse": "aes"}, ["pitr_s3_sse"]),
+        ({"pitr_on_failure_command": ["logger", "failed"]}, ["pitr_on_failure_command"]),
+    ],
+    ids=["target-not-a-moment", "target-without-zone", "bucket-name", "prefix-slashes", "endpoint-path",
+         "key-without-secret", "restore-secret", "name", "sse-choice", "failure-command-relative"],
+)
+def test_pitr_rejects_bad_input(tmp_path, extra, needles):
+    assert_rejected(run_role(tmp_path, "pitr", {**PITR_OK, **extra}), *needles)
+
+
 @pytest.mark.parametrize(
     ("extra", "needles"),
     [
@@ -608,6 +635,7 @@ LINE_BREAKS = {
     "django_processes": {"django_processes_read_write_paths": ["/srv/demoapp/shared/media\nExecStartPre=/bin/true"]},
     "solr": {"solr_core_name": "demoapp", "solr_app_manage": "/srv/demoapp/bin/manage\nx"},
     "backup": {**BACKUP_OK, "backup_s3_region": "us-east-1\n"},
+    "pitr": {**PITR_OK, "pitr_s3_region": "us-east-1\n"},
     "django_app": {**APP_OK, "django_app_wsgi_module": "demoapp.wsgi\nx"},
 }
 

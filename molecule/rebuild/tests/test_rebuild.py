@@ -191,6 +191,9 @@ def test_the_control_node_prunes_with_its_own_key(host):
     output = playbook_ok("playbooks/prune-backups.yml")
     assert f"pruned {before[1]}" in output, output[-3000:]
     assert [s["set_id"] for s in backup_sets(host)["sets"]] == [STATE["set_id"]]
+    # The point-in-time-recovery archive's retention, from the same playbook: its one base backup kept.
+    assert re.search(r"Archive retention, from the control node: kept base backups pg-[0-9]+/[0-9T]+ and [0-9]+ WAL objects",
+                     " ".join(output.split())), output[-3000:]
 
 
 def test_a_failed_backup_unit_runs_the_failure_command(host):
@@ -240,6 +243,10 @@ def test_restore_drill_checks_the_set_without_touching_the_site(host):
     output = playbook_ok("playbooks/restore-drill.yml", *AS_APP_ROLE)
     assert re.search(r"RPO [0-9.]+ h", output) and re.search(r"RTO [0-9.]+ s", output), output[-3000:]
     assert "no pending migration" in output
+    # The point-in-time-recovery archive too (playbooks/backup.yml took a base backup): the newest
+    # recoverable moment and its age.
+    assert re.search(r"Point-in-time recovery:\s+base\s+backup\s+\S+\s+\(pg-[0-9]+\)\s+ended.*?RPO\s+now\s+[0-9]+\s+s",
+                     output, re.S), output[-3000:]
     # made and dropped by the superuser, delegated to the database host (here the same server)
     assert task_result(output, "database | Create it empty").startswith("changed"), output[-3000:]
     assert task_result(output, "drill | Drop the scratch database").startswith("changed"), output[-3000:]
@@ -251,9 +258,8 @@ def test_no_secret_on_the_server_after_backups_and_a_drill(host):
     assert_no_secret_on_the_host(host)
 
 
-def test_destroy_rebuild_and_restore_serve_the_same_data():
-    # The server is gone; a brand-new one (same name, empty image) takes its place.
-    started = time.monotonic()
+def fresh_server() -> None:
+    """The server is gone; a brand-new one (same name, empty Debian 13 image) takes its place."""
     subprocess.run(["podman", "rm", "-f", "-t", "5", SERVER], check=True, capture_output=True)
     subprocess.run(
         ["podman", "run", "-d", "--name", SERVER, "--hostname", "stack", "--network", "mol-rebuild-net",
@@ -270,6 +276,11 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
         if boot.stdout.strip() in ("running", "degraded"):
             break
         time.sleep(3)
+
+
+def test_destroy_rebuild_and_restore_serve_the_same_data():
+    started = time.monotonic()
+    fresh_server()
     # At -vvv too: provisioning sets every secret of the vault for the first time (bench/releases.py
     # times the RTO without the extra output).
     playbook_ok("site.yml")
@@ -307,6 +318,77 @@ def test_destroy_rebuild_and_restore_serve_the_same_data():
     for unit in ("celery-worker@default.service", "celery-beat@demoapp.service"):
         assert host.service(unit).is_running, host.run(f"systemctl status --no-pager {unit}").stdout
     assert counter(host) == STATE["count"] + 2 and set(STATE["titles"]) <= set(notes(host))
+
+
+def psql(host, sql: str) -> str:
+    return host.check_output(f"runuser -u postgres -- psql -d demoapp -XAtc {sql!r}")
+
+
+def archived_after(host, moment: str, timeout: int = 90) -> None:
+    """Wait until PostgreSQL has archived a segment after MOMENT (UTC): every write before it is in
+    the archive. archive_timeout (10 s in this scenario) bounds the wait on a quiet server."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if psql(host, f"SELECT coalesce(last_archived_time > '{moment}', false) FROM pg_stat_archiver") == "t":
+            return
+        time.sleep(2)
+    raise AssertionError(f"nothing archived after {moment} within {timeout} s: "
+                         + psql(host, "SELECT * FROM pg_stat_archiver"))
+
+
+def test_point_in_time_recovery_onto_a_fresh_server():
+    """Rows written at T1 and at T2 (more than archive_timeout later) on the rebuilt server, which
+    archives its WAL; a fresh server recovers the database to latest (both) and then to T1 (T1's
+    rows, not T2's). Moments the archive cannot reach are refused before any change."""
+    import testinfra
+
+    host = testinfra.get_host(f"podman://{SERVER}")
+    # The server's key may only add objects: the base backup and the segments need nothing more.
+    playbook_ok("playbooks/backup.yml")
+    assert "archiving keeps up" in host.check_output(
+        "systemctl start django-stack-wal-archive-check@demoapp.service && "
+        "journalctl -u django-stack-wal-archive-check@demoapp.service -o cat --no-pager -n 5")
+    tag = secrets.token_hex(4)
+    before = f"pitr {tag} before T1"
+    assert post_form(host, "/notes/new/", f"title={before}", "body=written before T1") == "302"
+    time.sleep(2)
+    t1 = host.check_output("date -u +%Y-%m-%dT%H:%M:%SZ")
+    time.sleep(12)  # more than the scenario's archive_timeout (10 s)
+    after = f"pitr {tag} after T1"
+    assert post_form(host, "/notes/new/", f"title={after}", "body=written at T2") == "302"
+    t2 = host.check_output("date -u +%Y-%m-%dT%H:%M:%SZ")
+    archived_after(host, t2)
+    rows = psql(host, "SELECT count(*) FROM pg_stat_user_tables")
+
+    fresh_server()
+    playbook_ok("site.yml")
+    host = testinfra.get_host(f"podman://{SERVER}")
+    assert before not in notes(host)
+
+    for moment, why in (("2020-01-01T00:00:00Z", "ended at"), ("2099-01-01T00:00:00Z", "in the future"),
+                        ("yesterday", "ISO 8601")):
+        refused = run_playbook("playbooks/restore.yml", "-e", f"restore_target_time={moment}")
+        output = refused.stdout + refused.stderr
+        flat = " ".join(output.split())  # Ansible folds long messages
+        assert refused.returncode != 0 and f"pitr_restore_target_time={moment}" in flat and why in flat, output[-3000:]
+        assert "Switch nginx maintenance mode on" not in output, "a refused moment changed something"
+
+    output = playbook_ok("playbooks/restore.yml", "-e", "restore_target_time=latest")
+    assert "Recovered to latest" in " ".join(output.split()), output[-3000:]
+    titles = notes(host)
+    assert before in titles and after in titles, titles
+    assert set(STATE["titles"]) <= set(titles)
+    assert psql(host, "SELECT count(*) FROM pg_stat_user_tables") == rows
+
+    output = playbook_ok("playbooks/restore.yml", "-e", f"restore_target_time={t1}")
+    assert f"Recovered to {t1.replace('Z', '+00:00')}" in " ".join(output.split()), output[-3000:]
+    titles = notes(host)
+    assert before in titles and after not in titles, titles
+    assert set(STATE["titles"]) <= set(titles)
+    # The previous clusters are kept aside, and the restored one archives on a new timeline.
+    kept = host.check_output("ls -d /var/lib/postgresql/17/main.before-pitr-* | wc -l")
+    assert kept == "2", kept
+    assert host.service("django-stack-wal-archive-check@demoapp.timer").is_running
 
 
 def test_no_secret_in_check_diff_deploy_or_on_the_rebuilt_server():

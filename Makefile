@@ -22,7 +22,7 @@ MOLECULE_LANES ?= 3
 # The inventory `make demo` converges the demo server with.
 INVENTORY ?= inventories/demo
 
-.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster bench-replica clean
+.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster bench-replica bench-pitr clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -103,6 +103,9 @@ bench-cluster: image ## The cluster scenario's first and idempotent converge nex
 
 bench-replica: ## On a converged cluster scenario: replica lag idle vs under writes; writes failed and seconds without one during two promotions
 	@python3 bench/replica.py
+
+bench-pitr: deps ## Point-in-time recovery: RPO under steady writes next to a dump's; restore to latest next to a dump's restore
+	@python3 bench/pitr.py
 
 bench-releases: images ## Converge on Debian 13 and 12 side by side; rebuild RTO from a Debian 12 server onto a fresh Debian 13 one
 	@python3 bench/releases.py

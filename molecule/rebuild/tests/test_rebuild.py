@@ -348,6 +348,12 @@ def test_point_in_time_recovery_onto_a_fresh_server():
     assert "archiving keeps up" in host.check_output(
         "systemctl start django-stack-wal-archive-check@demoapp.service && "
         "journalctl -u django-stack-wal-archive-check@demoapp.service -o cat --no-pager -n 5")
+    # A failed check or base backup is heard of (tests/test_pitr.py makes the check fail), and both
+    # run as postgres, sandboxed.
+    for unit in ("django-stack-wal-archive-check@demoapp.service", "django-stack-base-backup@demoapp.service"):
+        props = host.check_output(f"systemctl show -p OnFailure -p User -p ProtectSystem -p NoNewPrivileges {unit}")
+        assert "OnFailure=django-stack-pitr-failed@" in props and "User=postgres" in props, props
+        assert "ProtectSystem=strict" in props and "NoNewPrivileges=yes" in props, props
     tag = secrets.token_hex(4)
     before = f"pitr {tag} before T1"
     assert post_form(host, "/notes/new/", f"title={before}", "body=written before T1") == "302"

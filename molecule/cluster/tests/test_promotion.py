@@ -84,7 +84,7 @@ STATE: dict[str, str] = {}
 def test_a_converge_of_the_edited_inventory_refuses_to_make_a_replica_the_primary():
     STATE["inventory"] = promoted_inventory()
     result = run_playbook("playbooks/dbservers.yml", inventory=STATE["inventory"])
-    out = " ".join(result.stdout.split())
+    out = " ".join((result.stdout + result.stderr).split())  # failures may be printed on stderr
     assert result.returncode != 0 and "run playbooks/promote-replica.yml (it fences the old primary first)" in out, out[-3000:]
     assert recap(result.stdout)[NEW]["changed"] == 0
     assert psql(NEW, "SELECT pg_is_in_recovery()") == "t"
@@ -135,7 +135,7 @@ def test_a_diverged_old_primary_is_refused_then_rebuilt_as_a_replica_of_the_new_
     old.check_output(f"systemctl unmask {unit} && rm {data}/standby.signal && systemctl start {unit}")
     psql(OLD, "INSERT INTO notes_note (title, body, created) VALUES ('diverged', '', now())")
     result = run_playbook("playbooks/dbreplicas.yml", inventory=STATE["inventory"])
-    out = " ".join(result.stdout.split())
+    out = " ".join((result.stdout + result.stderr).split())  # failures may be printed on stderr
     assert result.returncode != 0 and "a database that is not a replica" in out and "postgresql_replica_rebuild" in out, \
         out[-3000:]
     started = time.monotonic()

@@ -5,7 +5,7 @@ One run, on this machine, everything on loopback and removed at the end:
 
 1. moto's S3 server, and a throwaway PostgreSQL cluster (the release's) that archives its WAL
    through the role's own archiver script (rendered from roles/pitr/templates, barman-cloud from
-   Debian) with the role's default archive_timeout (60 s); a generated database (pgbench's tables,
+   Debian) with the role's default archive_timeout (30 s); a generated database (pgbench's tables,
    --scale 30 is about 450 MiB);
 2. the role's base backup script, and a pg_dump -Fc of the same database uploaded next to it (what
    a nightly backup set holds: the baseline);
@@ -49,7 +49,7 @@ PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.pare
 MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET, PREFIX = "bench-pitr", "django-stack-pitr/bench"
 TARGET_RPO = 60
-ARCHIVE_TIMEOUT = 60  # the role's default (postgresql_archive_timeout)
+ARCHIVE_TIMEOUT = 30  # the postgresql role's default (postgresql_archive_timeout)
 
 
 def log(text: str) -> None:
@@ -197,10 +197,17 @@ def main() -> int:
 
         log(f"steady writes for {args.load_seconds:.0f} s, then the server dies")
         last: dict = {}
+        load_started = dt.datetime.now(dt.timezone.utc)
         steady_load(bench, args.load_seconds, last)
         crashed_at = dt.datetime.now(dt.timezone.utc)
         postgres(str(PG_BIN / "pg_ctl"), "-D", str(bench.data), "-m", "immediate", "-w", "stop")
         last_commit = dt.datetime.fromisoformat(last["at"])
+        # The RPO at any moment of the load is at most the time since the last segment reached the
+        # store: the longest gap between two uploads is the worst moment to lose the server.
+        uploads = sorted(o["LastModified"] for p in bench.s3.get_paginator("list_objects_v2").paginate(
+            Bucket=BUCKET, Prefix=PREFIX + "/") for o in p.get("Contents", []) if "/wals/" in o["Key"]
+            and o["LastModified"] >= load_started - dt.timedelta(seconds=1))
+        worst_gap = max(((b - a).total_seconds() for a, b in zip(uploads, uploads[1:])), default=float("nan"))
 
         log("restore to latest: the base backup, then the archive's replay")
         restored = base / "restored"
@@ -245,12 +252,14 @@ def main() -> int:
               f"{args.load_seconds:.0f} s")
         print(f"  RPO (last commit - newest recovered row):  {rpo:6.1f} s   (target <= {TARGET_RPO} s; "
               f"{recovered_rows} of {last['count']} load rows recovered)")
+        print(f"  worst moment of the load (longest gap between archived segments): {worst_gap:6.1f} s "
+              f"({len(uploads)} segments archived)")
         print(f"  baseline, the dump's age at the crash:       {dump_rpo:6.1f} s   ratio {rpo / dump_rpo:.2f}"
               " (a nightly dump's RPO is up to 24 h)")
         print(f"  restore, base backup + replay to latest:     {pitr_restore_s:6.1f} s")
         print(f"  baseline, download + pg_restore of the dump: {dump_restore_s:6.1f} s   ratio {pitr_restore_s / dump_restore_s:.2f}")
         print(f"  (taking them: base backup {base_backup_s:.1f} s, pg_dump + upload {dump_s:.1f} s)")
-        return 0 if rpo <= TARGET_RPO else 1
+        return 0 if max(rpo, worst_gap) <= TARGET_RPO else 1
     finally:
         bench.stop()
         shutil.rmtree(base, ignore_errors=True)

@@ -347,8 +347,14 @@ if ENVIRONMENT_NAME and not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]{0,29}", ENVIRON
 # from test data.
 EMAIL_BACKEND = env_str("DJANGO_EMAIL_BACKEND", "django.core.mail.backends.smtp.EmailBackend")
 
+# The release this process runs: the deploy's release directory (releases/<UTC time>-<content id>),
+# as the django_app role names it; elsewhere (a checkout, the tests) the code's VERSION.
+RELEASE_ID = BASE_DIR.name if BASE_DIR.parent.name == "releases" else f"demoapp@{VERSION}"
+
+# Unhandled exceptions of views and tasks go to Sentry, tagged with the release and the
+# environment (demoapp/observability.py); sentry_sdk is only imported when SENTRY_DSN is set.
 SENTRY_DSN = env_str("SENTRY_DSN")
 if SENTRY_DSN:
-    import sentry_sdk
+    from demoapp.observability import init_sentry
 
-    sentry_sdk.init(dsn=SENTRY_DSN, release=f"demoapp@{VERSION}")
+    init_sentry(SENTRY_DSN, release=RELEASE_ID, environment=ENVIRONMENT_NAME or "production")

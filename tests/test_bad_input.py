@@ -206,6 +206,8 @@ APP_OK = {
         ({"django_app_wsgi_module": "demoapp.wsgi"}, None, ["django_app_wsgi_module", "module:attribute", '"demoapp.wsgi"']),
         ({"django_app_wsgi_module": "demoapp.wsgi:application --bind 0.0.0.0:80"}, None, ["django_app_wsgi_module"]),
         ({"django_app_settings_module": "demoapp/settings", "django_app_celery_app": "demoapp"}, None, ["django_app_settings_module", '"demoapp/settings"']),
+        ({"django_app_sentry_dsn": "http://key@sentry.internal/1"}, None, ["django_app_sentry_dsn", "django_app_sentry_allow_http"]),
+        ({"django_app_sentry_dsn": "https://sentry.internal/1"}, None, ["django_app_sentry_dsn"]),
     ],
     ids=["no-secret-key", "no-db-password", "short-secret-key", "placeholder-secret-key", "unknown-source",
          "no-allowed-hosts", "debug-on", "port-type", "missing-source", "unsafe-env-value", "env-value-newline",
@@ -215,7 +217,7 @@ APP_OK = {
          "deploy-command-no-name", "extra-requirement-unpinned", "extra-requirement-injection", "build-user-is-app-user", "build-user-root", "build-user-name",
          "require-hashes-without-hashes", "cache-socket-relative", "cache-socket-dotdot", "cache-socket-not-alone",
          "cache-location-space", "cache-location-comma", "cache-location-port-range", "cache-location-v6-unbracketed",
-         "wsgi-module-without-attribute", "wsgi-module-injection", "settings-module-path"],
+         "wsgi-module-without-attribute", "wsgi-module-injection", "settings-module-path", "sentry-dsn-http", "sentry-dsn-no-key"],
 )
 def test_django_app_rejects_bad_input(tmp_path, extra, drop, needles):
     variables = {**APP_OK, **extra}

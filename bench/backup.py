@@ -43,7 +43,7 @@ import threading
 import time
 from pathlib import Path
 
-from benchlib import sh
+from benchlib import free_port, log, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 # The newest PostgreSQL installed (the release's own: 15 on Debian 12, 17 on Debian 13).
@@ -94,16 +94,6 @@ INDEX_SQL = [
     "CREATE INDEX events_order ON events (order_id)",
     "CREATE INDEX customers_email ON customers (email)",
 ]
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class PeakSampler:

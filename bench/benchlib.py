@@ -23,6 +23,18 @@ VAULT_ID = f"demo@{ROOT / 'inventories' / 'demo' / 'vault-password.txt'}"
 BASE_ARGS = ["--runtime=runc", "--cap-add", "SYS_ADMIN", "--cap-add", "NET_ADMIN", "--ulimit", "nofile=20000:20000", "--ulimit", "nproc=4096:4096"]
 
 
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     """Run a command; on failure stop the bench with the command's own output (not a bare exit code)."""
     proc = subprocess.run(cmd, text=True, capture_output=True, check=False, **kw)

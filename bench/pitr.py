@@ -42,6 +42,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from benchlib import free_port, log  # noqa: E402
 from role_templates import render_role_templates  # noqa: E402  (the role's own scripts, rendered)
 
 PG_BIN = max(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
@@ -50,18 +51,6 @@ MOTO_SERVER = Path(sys.executable).parent / "moto_server"
 BUCKET, PREFIX = "bench-pitr", "django-stack-pitr/bench"
 TARGET_RPO = 60
 ARCHIVE_TIMEOUT = 30  # the postgresql role's default (postgresql_archive_timeout)
-
-
-def log(text: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {text}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def postgres(*cmd: str, env: dict | None = None, check: bool = True, **kw) -> subprocess.CompletedProcess:

@@ -50,6 +50,7 @@ def run_module(base: Path, name: str, args: dict, check: bool = False, python: s
     cfg = base / "ansible.cfg"
     cfg.write_text("[defaults]\n")
     env = dict(os.environ, ANSIBLE_CONFIG=str(cfg), ANSIBLE_LIBRARY=str(ROLE / "library"),
+               ANSIBLE_MODULE_UTILS=str(ROLE / "module_utils"),
                ANSIBLE_PYTHON_INTERPRETER=python, ANSIBLE_LOAD_CALLBACK_PLUGINS="1",
                ANSIBLE_STDOUT_CALLBACK="ansible.posix.json", ANSIBLE_LOCALHOST_WARNING="false",
                ANSIBLE_INVENTORY_UNPARSED_WARNING="false", ANSIBLE_NOCOLOR="1")

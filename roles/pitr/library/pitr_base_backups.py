@@ -98,39 +98,17 @@ newest_wal:
 """
 
 import datetime as dt
-import re
 
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # reported by main()
-    boto3 = None
-
-WAL_NAME = re.compile(r"^[0-9A-F]{24}$")
+from ansible.module_utils.pitr_archive import SEGMENT, S3_ERRORS, client, parse_time, prefix_of, s3_argument_spec, walk
 
 
-def parse_time(text: str) -> dt.datetime:
-    """An ISO 8601 moment with a time zone (Z or an offset), as a UTC datetime; ValueError otherwise."""
-    value = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
-    if value.tzinfo is None:
-        raise ValueError("no time zone")
-    return value.astimezone(dt.timezone.utc)
-
-
-def parse_info(text: str) -> dict:
-    """barman's backup.info: one key=value per line."""
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
-
-
-def backup_entry(lineage: str, info: dict) -> dict | None:
+def backup_entry(lineage: str, backup_id: str, info: dict) -> dict | None:
     try:
         end = parse_time(info["end_time"]) if info.get("end_time", "None") != "None" else None
         return {
             "lineage": lineage,
-            "backup_id": info["backup_id"] if "backup_id" in info else None,
+            "backup_id": backup_id,
             "status": info.get("status", ""),
             "begin_time": info.get("begin_time", ""),
             "end_time": end.isoformat() if end else None,
@@ -165,21 +143,13 @@ def choose(backups: list[dict], target: dt.datetime | None, version: int) -> tup
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            s3_bucket=dict(type="str", required=True),
-            s3_prefix=dict(type="str", required=True),
-            s3_endpoint_url=dict(type="str", default=""),
-            s3_region=dict(type="str", default=""),
-            s3_addressing_style=dict(type="str", default="auto", choices=["auto", "path", "virtual"]),
-            s3_access_key=dict(type="str", default="", no_log=True),
-            s3_secret_key=dict(type="str", default="", no_log=True),
+            s3_argument_spec(),
             target_time=dict(type="str", default="latest"),
             postgresql_version=dict(type="int", default=0),
         ),
         supports_check_mode=True,
     )
     p = module.params
-    if boto3 is None:
-        module.fail_json(msg="boto3 is missing on the host: install python3-boto3")
     target = None
     if p["target_time"] != "latest":
         try:
@@ -191,37 +161,20 @@ def main() -> None:
         if target > now:
             module.fail_json(msg=f"target_time {target.isoformat()} is in the future (it is {now.isoformat()} here)")
 
-    kwargs = {"config": Config(s3={"addressing_style": p["s3_addressing_style"]}, retries={"max_attempts": 5})}
-    if p["s3_endpoint_url"]:
-        kwargs["endpoint_url"] = p["s3_endpoint_url"]
-    if p["s3_region"]:
-        kwargs["region_name"] = p["s3_region"]
-    if p["s3_access_key"]:
-        kwargs.update(aws_access_key_id=p["s3_access_key"], aws_secret_access_key=p["s3_secret_key"])
-    prefix = p["s3_prefix"].strip("/") + "/"
+    s3, prefix = client(module), prefix_of(module)
     backups: list[dict] = []
+    newest_wal: dict[str, dict] = {}
     try:
-        s3 = boto3.client("s3", **kwargs)
-        pages = s3.get_paginator("list_objects_v2")
-        lineages = [c["Prefix"][len(prefix):].rstrip("/")
-                    for page in pages.paginate(Bucket=p["s3_bucket"], Prefix=prefix, Delimiter="/")
-                    for c in page.get("CommonPrefixes", [])]
-        newest_wal: dict[str, dict] = {}
-        for lineage in lineages:
-            for page in pages.paginate(Bucket=p["s3_bucket"], Prefix=f"{prefix}{lineage}/"):
-                for obj in page.get("Contents", []):
-                    rest = obj["Key"][len(prefix) + len(lineage) + 1:].split("/")
-                    if rest[0] == "base" and len(rest) == 3 and rest[2] == "backup.info":
-                        body = s3.get_object(Bucket=p["s3_bucket"], Key=obj["Key"])["Body"].read().decode()
-                        entry = backup_entry(lineage, {"backup_id": rest[1], **parse_info(body)})
-                        if entry:
-                            backups.append(entry)
-                    elif rest[0] == "wals" and len(rest) == 3 and WAL_NAME.match(rest[2].split(".")[0]) \
-                            and "." not in rest[2].replace(".gz", "").replace(".bz2", "").replace(".snappy", ""):
-                        seen = newest_wal.get(lineage)
-                        if seen is None or obj["LastModified"] > seen["_at"]:
-                            newest_wal[lineage] = {"name": rest[2], "_at": obj["LastModified"]}
-    except (BotoCoreError, ClientError) as err:
+        for lineage, parts, obj in walk(s3, p["s3_bucket"], prefix):
+            if "info" in obj:
+                entry = backup_entry(lineage, parts[1], obj["info"])
+                if entry:
+                    backups.append(entry)
+            elif parts[0] == "wals" and len(parts) == 3 and SEGMENT.match(parts[2]) and ".backup" not in parts[2]:
+                seen = newest_wal.get(lineage)
+                if seen is None or obj["LastModified"] > seen["_at"]:
+                    newest_wal[lineage] = {"name": parts[2], "_at": obj["LastModified"]}
+    except S3_ERRORS as err:
         module.fail_json(msg=f"reading s3://{p['s3_bucket']}/{prefix}: {err}")
 
     backups.sort(key=lambda b: (b["end_time"] or "", b["backup_id"]))

@@ -76,23 +76,9 @@ kept_segments:
 """
 
 import datetime as dt
-import re
 
 from ansible.module_utils.basic import AnsibleModule
-
-try:
-    import boto3
-    from botocore.config import Config
-    from botocore.exceptions import BotoCoreError, ClientError
-except ImportError:  # reported by main()
-    boto3 = None
-
-# A segment (24 hex digits: timeline, log, segment), or its backup label; a compression suffix.
-SEGMENT = re.compile(r"^[0-9A-F]{8}([0-9A-F]{16})(\.[0-9A-F]{8}\.backup)?(\.gz|\.bz2|\.snappy|\.xz|\.lz4|\.zst)?$")
-
-
-def parse_info(text: str) -> dict:
-    return dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+from ansible.module_utils.pitr_archive import SEGMENT, S3_ERRORS, client, prefix_of, s3_argument_spec, walk
 
 
 def position(wal_name: str) -> int:
@@ -140,13 +126,7 @@ def gfs_keep(backups: list[dict], now: dt.datetime, daily: int, weekly: int, mon
 def main() -> None:
     module = AnsibleModule(
         argument_spec=dict(
-            s3_bucket=dict(type="str", required=True),
-            s3_prefix=dict(type="str", required=True),
-            s3_endpoint_url=dict(type="str", default=""),
-            s3_region=dict(type="str", default=""),
-            s3_addressing_style=dict(type="str", default="auto", choices=["auto", "path", "virtual"]),
-            s3_access_key=dict(type="str", default="", no_log=True),
-            s3_secret_key=dict(type="str", default="", no_log=True),
+            s3_argument_spec(),
             keep_daily=dict(type="int", default=7),
             keep_weekly=dict(type="int", default=4),
             keep_monthly=dict(type="int", default=6),
@@ -154,35 +134,21 @@ def main() -> None:
         supports_check_mode=True,
     )
     p = module.params
-    if boto3 is None:
-        module.fail_json(msg="boto3 is missing: install it where the module runs")
     if p["keep_daily"] < 1 or p["keep_weekly"] < 0 or p["keep_monthly"] < 0:
         module.fail_json(msg="keep_daily must be at least 1, keep_weekly and keep_monthly at least 0")
-    kwargs = {"config": Config(s3={"addressing_style": p["s3_addressing_style"]}, retries={"max_attempts": 5})}
-    if p["s3_endpoint_url"]:
-        kwargs["endpoint_url"] = p["s3_endpoint_url"]
-    if p["s3_region"]:
-        kwargs["region_name"] = p["s3_region"]
-    if p["s3_access_key"]:
-        kwargs.update(aws_access_key_id=p["s3_access_key"], aws_secret_access_key=p["s3_secret_key"])
-    prefix = p["s3_prefix"].strip("/") + "/"
+    s3, prefix = client(module), prefix_of(module)
     now = dt.datetime.now(dt.timezone.utc)
     backups: list[dict] = []
     objects: dict[str, list[str]] = {}      # lineage -> every key
     try:
-        s3 = boto3.client("s3", **kwargs)
-        pages = s3.get_paginator("list_objects_v2")
-        for page in pages.paginate(Bucket=p["s3_bucket"], Prefix=prefix):
-            for obj in page.get("Contents", []):
-                lineage, _, rest = obj["Key"][len(prefix):].partition("/")
-                objects.setdefault(lineage, []).append(obj["Key"])
-                parts = rest.split("/")
-                if parts[0] == "base" and len(parts) == 3 and parts[2] == "backup.info":
-                    info = parse_info(s3.get_object(Bucket=p["s3_bucket"], Key=obj["Key"])["Body"].read().decode())
-                    backups.append({"key": f"{lineage}/{parts[1]}", "lineage": lineage, "id": parts[1],
-                                    "status": info.get("status", ""), "end": end_time(info),
-                                    "begin_wal": info.get("begin_wal", ""), "end_wal": info.get("end_wal", "")})
-    except (BotoCoreError, ClientError) as err:
+        for lineage, parts, obj in walk(s3, p["s3_bucket"], prefix):
+            objects.setdefault(lineage, []).append(obj["Key"])
+            if "info" in obj:
+                info = obj["info"]
+                backups.append({"key": f"{lineage}/{parts[1]}", "lineage": lineage, "id": parts[1],
+                                "status": info.get("status", ""), "end": end_time(info),
+                                "begin_wal": info.get("begin_wal", ""), "end_wal": info.get("end_wal", "")})
+    except S3_ERRORS as err:
         module.fail_json(msg=f"reading s3://{p['s3_bucket']}/{prefix}: {err}")
 
     complete = [b for b in backups if b["status"] == "DONE" and b["end"] and SEGMENT.match(b["begin_wal"])
@@ -226,7 +192,7 @@ def main() -> None:
                 if answer.get("Errors"):
                     first = answer["Errors"][0]
                     module.fail_json(msg=f"deleting {first['Key']}: {first.get('Code')} {first.get('Message')}")
-        except (BotoCoreError, ClientError) as err:
+        except S3_ERRORS as err:
             module.fail_json(msg=f"deleting from s3://{p['s3_bucket']}/{prefix}: {err}")
     module.exit_json(
         changed=bool(doomed),

@@ -66,6 +66,13 @@ class Archive:
     def __init__(self, base: Path):
         self.base = base
         self.moto = start_moto({"INITIAL_NO_AUTH_ACTION_COUNT": "10"})
+        try:
+            self.setup()
+        except BaseException:
+            stop_moto(self.moto)
+            raise
+
+    def setup(self) -> None:
         iam = boto3.client("iam", endpoint_url=self.moto.endpoint, aws_access_key_id="setup",
                            aws_secret_access_key="setup", region_name="us-east-1")
         self.keys = {}
@@ -77,7 +84,7 @@ class Archive:
             self.keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
             iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=doc)
         self.s3("owner").create_bucket(Bucket=BUCKET)
-        self.data = base / "data"
+        self.data = self.base / "data"
         self.port = free_port()
         self.files = self.render()
 
@@ -140,7 +147,11 @@ def archive():
     base = Path(tempfile.mkdtemp(prefix="djtest-pitr-"))
     shutil.chown(base, "postgres", "postgres")
     base.chmod(0o755)
-    archive = Archive(base)
+    try:
+        archive = Archive(base)
+    except BaseException:
+        shutil.rmtree(base, ignore_errors=True)
+        raise
     try:
         postgres(str(PG_BIN / "initdb"), "-D", str(archive.data), "--auth-local=trust", "-U", "postgres", "--no-sync")
         # The settings the postgresql role writes when postgresql_archive_command is set.

@@ -15,7 +15,7 @@ description:
     O(keep_weekly) ISO weeks and O(keep_monthly) months, and always the newest - and deletes the others.
   - "Keeps the WAL a kept point needs: from each kept base backup's first segment to its last (so that it can be
     restored to its end), and every segment from the oldest base backup kept for one of the last O(keep_daily) days on
-    (so that any moment of those days can be). History files are always kept; a lineage with no complete base backup
+    (so that any moment since that base backup can be). History files are always kept; a lineage with no complete base backup
     is left alone (its first base backup may be on its way)."
   - "Why a module (a domain gap): C(barman-cloud-backup-delete) knows a recovery window or a number of backups, not
     this retention, and it cannot keep the WAL of an older kept backup without every segment after it. It runs on the

@@ -102,8 +102,10 @@ def begun(backup_id: str) -> dt.datetime:
         return dt.datetime.now(dt.timezone.utc)
 
 
-def gfs_keep(backups: list[dict], now: dt.datetime, daily: int, weekly: int, monthly: int) -> set[str]:
-    """The ids kept: the newest of each of the last N days, ISO weeks and months, and the newest."""
+def gfs_keep(backups: list[dict], daily: int, weekly: int, monthly: int) -> set[str]:
+    """The ids kept: the newest of each of the last N days, ISO weeks and months, and the newest. The
+    backup role's retention applies the same rule to the backup sets; each role carries its own code,
+    so that it runs alone."""
     keep: set[str] = set()
     ordered = sorted(backups, key=lambda b: b["end"], reverse=True)
     if ordered:
@@ -153,7 +155,7 @@ def main() -> None:
 
     complete = [b for b in backups if b["status"] == "DONE" and b["end"] and SEGMENT.match(b["begin_wal"])
                 and SEGMENT.match(b["end_wal"])]
-    keep = gfs_keep(complete, now, p["keep_daily"], p["keep_weekly"], p["keep_monthly"])
+    keep = gfs_keep(complete, p["keep_daily"], p["keep_weekly"], p["keep_monthly"])
     # An unfinished base backup is pruned once a day old (it never completes after that).
     pruned = {b["key"] for b in complete if b["key"] not in keep}
     pruned |= {b["key"] for b in backups if b not in complete and begun(b["id"]) < now - dt.timedelta(days=1)}
@@ -196,8 +198,7 @@ def main() -> None:
             module.fail_json(msg=f"deleting from s3://{p['s3_bucket']}/{prefix}: {err}")
     module.exit_json(
         changed=bool(doomed),
-        kept=sorted((b["key"] for b in complete if b["key"] in keep), key=lambda k: next(
-            b["end"] for b in complete if b["key"] == k)),
+        kept=[b["key"] for b in sorted(complete, key=lambda b: b["end"]) if b["key"] in keep],
         pruned_backups=sorted(pruned),
         pruned_segments=sum(1 for k in doomed if "/wals/" in k),
         kept_segments=kept_segments,

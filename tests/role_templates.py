@@ -15,9 +15,7 @@ PLAY = """
 - name: Render a role's templates
   hosts: localhost
   gather_facts: false
-  vars_files:
-    - {defaults}
-    - {vars}
+  vars_files: {vars_files}
   tasks:
     - name: Render one template
       ansible.builtin.template:
@@ -32,8 +30,8 @@ def render_role_templates(tmp_path: Path, role: str, names: list[str], variables
     """{name: rendered text} for each templates/<name>.j2 of the role, with `variables` on top."""
     base = ROOT / "roles" / role
     play = tmp_path / "render.yml"
-    play.write_text(PLAY.format(defaults=base / "defaults" / "main.yml", vars=base / "vars" / "main.yml",
-                                templates=base / "templates", names=json.dumps(names)))
+    vars_files = [str(path) for path in (base / "defaults" / "main.yml", base / "vars" / "main.yml") if path.exists()]
+    play.write_text(PLAY.format(vars_files=json.dumps(vars_files), templates=base / "templates", names=json.dumps(names)))
     out = tmp_path / "out"
     out.mkdir()
     env = {k: v for k, v in os.environ.items() if k not in ("SSH_CONNECTION", "SSH_CLIENT")}

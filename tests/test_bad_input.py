@@ -374,6 +374,38 @@ def test_other_roles_reject_bad_input(tmp_path, role, extra, needles):
     assert_rejected(run_role(tmp_path, role, extra), *needles)
 
 
+WEBHOOK_TOKEN = "hook-token-unit-test-only-8c1d"
+
+
+@pytest.mark.parametrize(
+    ("extra", "needles"),
+    [
+        ({"notifier_webhook_url": f"http://hooks.example.com/{WEBHOOK_TOKEN}"},
+         ["notifier_webhook_url", "notifier_webhook_allow_http"]),
+        ({"notifier_webhook_url": f"hooks.example.com/{WEBHOOK_TOKEN}", "notifier_webhook_allow_http": True},
+         ["notifier_webhook_url"]),
+        ({"notifier_webhook_url": f"https://hooks.example.com/{WEBHOOK_TOKEN} --data @/etc/shadow"},
+         ["notifier_webhook_url"]),
+        ({"notifier_email_to": ["ops@example.com, everyone@example.org"]}, ["notifier_email_to"]),
+        ({"notifier_sendmail": "sendmail"}, ["notifier_sendmail"]),
+        ({"notifier_timeout": 0}, ["notifier_timeout"]),
+        ({"notifier_timeout": 600}, ["notifier_timeout"]),
+    ],
+    ids=["webhook-plain-http", "webhook-no-scheme", "webhook-space", "email-two-in-one",
+         "sendmail-relative", "timeout-zero", "timeout-long"],
+)
+def test_notifier_rejects_bad_input(tmp_path, extra, needles):
+    result = run_role(tmp_path, "notifier", extra)
+    assert_rejected(result, *needles)
+    # The webhook URL usually holds a token: no message shows it.
+    assert WEBHOOK_TOKEN not in result.stdout + result.stderr
+
+
+def test_nginx_rejects_a_relative_renewal_failure_command(tmp_path):
+    assert_rejected(run_role(tmp_path, "nginx", {**ACME_OK, "nginx_acme_on_failure_command": ["notify", "%i"]}),
+                    "nginx_acme_on_failure_command")
+
+
 ACME_OK = {"nginx_tls_mode": "acme", "nginx_acme_email": "hostmaster@example.com",
            "nginx_server_names": ["example.com", ".example.org", "192.0.2.10"]}
 
@@ -639,6 +671,7 @@ LINE_BREAKS = {
     "backup": {**BACKUP_OK, "backup_s3_region": "us-east-1\n"},
     "pitr": {**PITR_OK, "pitr_s3_region": "us-east-1\n"},
     "django_app": {**APP_OK, "django_app_wsgi_module": "demoapp.wsgi\nx"},
+    "notifier": {"notifier_email_from": "ops@example.com\nBcc: everyone@example.org"},
 }
 
 

@@ -70,6 +70,28 @@ def test_certbot_timer_is_enabled_and_renewals_reload_nginx(host):
     assert "REQUESTS_CA_BUNDLE=/etc/pebble/ca.pem" in env
 
 
+def test_a_failed_renewal_runs_the_notifier(host):
+    """certbot.service's OnFailure= (nginx_acme_on_failure_command, wired to roles/notifier): a
+    renewal that fails is a critical journal message, weeks before the certificate expires."""
+    assert "django-stack-acme-failed@certbot.service.service" in host.check_output(
+        "systemctl show -p OnFailure --value certbot.service")
+    since = host.check_output("date +%s")
+    fail = "/run/systemd/system/certbot.service.d/fail.conf"
+    host.run(f"mkdir -p {fail.rsplit('/', 1)[0]} && printf '[Service]\\nExecStart=\\nExecStart=/bin/false\\n' > {fail}"
+             " && systemctl daemon-reload")
+    try:
+        assert host.run("systemctl start certbot.service").rc != 0
+        for _ in range(40):
+            logged = host.run(f"journalctl -q -t django-stack-notify -p crit --since @{since} --no-pager").stdout
+            if "certbot.service failed" in logged:
+                break
+            host.run("sleep 0.5")
+        assert "certbot.service failed" in logged, logged
+    finally:
+        host.run(f"rm -f {fail} && systemctl daemon-reload && systemctl reset-failed certbot.service "
+                 "'django-stack-acme-failed@*'")
+
+
 REQUEST_LOOP = ("nohup bash -c 'while [ ! -e /tmp/acme-stop ]; do curl -s -o /dev/null --max-time 10 "
                 "--cacert {ca} -w \"%{{http_code}}\\n\" https://localhost/healthz >> /tmp/acme-codes; done' "
                 ">/dev/null 2>&1 &")

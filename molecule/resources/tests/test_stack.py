@@ -246,6 +246,20 @@ def test_static_file_is_served_by_nginx_with_cache_control_and_gzip(host):
     assert path not in app_log
 
 
+def test_the_access_log_times_each_request_and_its_app_server_part(host):
+    """nginx's access log (its django_stack format) carries the request's time and the app server's
+    (connect, first byte, whole answer), and "-" for what nginx answered alone."""
+    token = secrets.token_hex(6)
+    curl(host, f"{BASE}/?timing={token}", "-k", "-o", "/dev/null")
+    static = f"/static/{static_manifest(host)['notes/site.css']}?timing={token}"
+    curl(host, f"{BASE}{static}", "-k", "-o", "/dev/null")
+    lines = host.check_output(f"grep -h 'timing={token}' /var/log/nginx/access.log").splitlines()
+    assert len(lines) == 2, lines
+    timed = r" rt=[0-9]+\.[0-9]{3} uct=[0-9]+\.[0-9]{3} uht=[0-9]+\.[0-9]{3} urt=[0-9]+\.[0-9]{3}$"
+    assert re.search(timed, lines[0]), lines[0]
+    assert re.search(r" rt=[0-9]+\.[0-9]{3} uct=- uht=- urt=-$", lines[1]), lines[1]
+
+
 def test_counter_page_writes_and_reads_the_database(host):
     first = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))
     second = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))

@@ -29,11 +29,12 @@ results=$(mktemp -d)
 trap 'rm -rf "$results"' EXIT
 run_lane() {
     for s in $1; do
-        echo "make molecule: scenario $s starts"
+        local started=$SECONDS
+        echo "make molecule: scenario $s starts at $(date +%T)"
         if DEBIAN_RELEASE=trixie molecule test -s "$s" 2>&1 | sed -u "s/^/[$s] /"; then
-            echo "make molecule: scenario $s passed"
+            echo "make molecule: scenario $s passed in $(( (SECONDS - started) / 60 )) min"
         else
-            echo "make molecule: scenario $s failed on trixie"
+            echo "make molecule: scenario $s failed on trixie after $(( (SECONDS - started) / 60 )) min"
             touch "$results/$s.failed"
             return 1
         fi

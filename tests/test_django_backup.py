@@ -8,6 +8,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import time
 import subprocess
 
 import pytest
@@ -211,3 +212,63 @@ def test_ansible_doc_renders(module):
     assert proc.returncode == 0, proc.stderr
     assert "s3_bucket" in proc.stdout and "EXAMPLES" in proc.stdout and "RETURN VALUES" in proc.stdout
     assert "ERROR" not in proc.stderr
+
+
+def prom_values(path) -> dict:
+    """{metric name: value} of a textfile-collector file, checking its format as the collector would."""
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.startswith("# "):
+            assert line.split()[1] in ("HELP", "TYPE"), line
+            continue
+        name, value = line.rsplit(" ", 1)
+        metric, labels = name.split("{", 1)
+        assert labels == 'site="demoapp"}', line
+        values[metric] = float(value)
+    return values
+
+
+def test_cli_writes_the_metrics_of_a_backup_and_of_each_freshness_check(env):
+    """--metrics-file: the node exporter's textfile collector reads what the nightly backup and the
+    freshness check measured, also when the check fails, and every user may read it (the exporter
+    runs as its own user)."""
+    config = env.args(media_root=str(env.media))
+    metrics = env.tmp / "metrics"
+    metrics.mkdir()
+    site = ["--metrics-site", "demoapp"]
+    fresh_file, backup_file = metrics / "freshness.prom", metrics / "backup.prom"
+    before = time.time()
+    rc, made, err = env.cli(config, "--metrics-file", str(backup_file), *site, "backup")
+    assert rc == 0, err
+    written = prom_values(backup_file)
+    assert before <= written["django_stack_backup_last_success_timestamp_seconds"] <= time.time()
+    assert written["django_stack_backup_last_size_bytes"] == made["size"] > 0
+    assert written["django_stack_backup_last_duration_seconds"] == made["timings"]["total"] > 0
+    assert backup_file.stat().st_mode & 0o777 == 0o644
+    assert [p.name for p in metrics.iterdir()] == ["backup.prom"]  # no temporary file left
+
+    rc, fresh, err = env.cli(config, "--metrics-file", str(fresh_file), *site, "check-freshness", "--max-age-hours", "26")
+    assert rc == 0, err
+    checked = prom_values(fresh_file)
+    assert checked["django_stack_backup_freshness_check_success"] == 1
+    assert abs(checked["django_stack_backup_newest_complete_set_timestamp_seconds"] - before) < 60
+
+    # A stale newest set: the check fails, and the metrics say how old the set is.
+    fake_set(env, made["set_id"], "20250101T030000Z-e00001", prefix="old/site")
+    rc, _, err = env.cli(dict(config, s3_prefix="old/site"), "--metrics-file", str(fresh_file), *site,
+                         "check-freshness", "--max-age-hours", "26")
+    assert rc == 1, err
+    stale = prom_values(fresh_file)
+    assert stale["django_stack_backup_freshness_check_success"] == 0
+    assert stale["django_stack_backup_newest_complete_set_timestamp_seconds"] == \
+        dt.datetime(2025, 1, 1, 3, 0, tzinfo=dt.timezone.utc).timestamp()
+
+    # A store that cannot be read: failed, no date.
+    rc, _, err = env.cli(dict(config, s3_bucket="no-such-bucket-djstack"), "--metrics-file", str(fresh_file), *site,
+                         "check-freshness", "--max-age-hours", "26")
+    assert rc == 1
+    assert prom_values(fresh_file) == {"django_stack_backup_freshness_check_success": 0,
+                                       "django_stack_backup_freshness_check_timestamp_seconds": pytest.approx(time.time(), abs=60)}
+    # A failed backup leaves the last success's metrics as they were.
+    rc, _, err = env.cli(dict(config, db_name="no_such_database"), "--metrics-file", str(backup_file), *site, "backup")
+    assert rc == 1 and prom_values(backup_file) == written

@@ -139,15 +139,20 @@ def info(cfg: Config, backup_set: str | None = None) -> dict:
     return result
 
 
-def check_freshness(cfg: Config, max_age_hours: float) -> dict:
+def check_freshness(cfg: Config, max_age_hours: float, report=None) -> dict:
+    """REPORT, when given, hears the newest complete set's date (Unix time, or None) and whether
+    the check passes, before the check fails or returns."""
     validate(cfg, "check-freshness")
     store = Store(cfg)
     store.check_bucket()
     sets = scan_sets(store)
     latest = next((s for s in sets if s["complete"]), None)
+    age_hours = round(latest["age_seconds"] / 3600.0, 2) if latest else None
+    if report is not None:
+        report(set_time(latest["set_id"]).timestamp() if latest else None,
+               latest is not None and latest["age_seconds"] >= 0 and age_hours <= max_age_hours)
     if latest is None:
         raise BackupError("no complete backup set under %s" % store.where())
-    age_hours = round(latest["age_seconds"] / 3600.0, 2)
     if latest["age_seconds"] < 0:
         raise BackupError("the newest complete backup set %s under %s is dated %.2f hours in the future of this "
                           "clock: this server's clock or the set is wrong" % (latest["set_id"], store.where(), -age_hours))

@@ -654,6 +654,49 @@ def test_nginx_refuses_trusting_forwarded_addresses_from_anyone_but_addresses(tm
                     "nginx_real_ip_from must list the load balancers' IP addresses or networks")
 
 
+@pytest.mark.parametrize(
+    ("role", "extra", "needles"),
+    [
+        ("exporters", {"exporters_listen_address": "203.0.113.7"}, ["exporters_listen_address", "private network"]),
+        ("exporters", {"exporters_listen_address": "0.0.0.0"}, ["exporters_listen_address"]),
+        ("exporters", {"exporters_listen_address": "::"}, ["exporters_listen_address"]),
+        ("exporters", {"exporters_listen_address": "10.0.0.5 --web.config.file=/tmp/x"}, ["exporters_listen_address"]),
+        ("exporters", {"exporters_node_port": 9187, "exporters_postgres": True}, ["exporters_node_port"]),
+        ("exporters", {"exporters_nginx_scrape_uri": "http://203.0.113.7/stub_status"}, ["exporters_nginx_scrape_uri"]),
+        ("exporters", {"exporters_private_networks": ["everything"]}, ["exporters_private_networks"]),
+        ("nginx", {"nginx_stub_status_port": 443}, ["nginx_stub_status_port"]),
+        ("postgresql", {**PG_OK, "postgresql_monitoring_user": "app"}, ["postgresql_monitoring_user"]),
+        ("postgresql", {**PG_OK, "postgresql_monitoring_user": "Prometheus; DROP"}, ["postgresql_monitoring_user"]),
+        ("backup", {**BACKUP_OK, "backup_metrics_dir": "var/lib/metrics"}, ["backup_metrics_dir"]),
+        ("rabbitmq", {**RABBITMQ_OK, "rabbitmq_prometheus_address": "0.0.0.0"}, ["rabbitmq_prometheus_address"]),
+        ("monitoring", {"monitoring_disk_max_used_percent": 100}, ["monitoring_disk_max_used_percent=100"]),
+        ("monitoring", {"monitoring_backup_max_age_hours": 0}, ["monitoring_backup_max_age_hours=0"]),
+        ("monitoring", {"monitoring_certificate_min_days": 90, "monitoring_scrape_interval_seconds": 1},
+         ["monitoring_certificate_min_days=90", "monitoring_scrape_interval_seconds=1"]),
+        ("monitoring", {"monitoring_alert_webhook_url": f"http://hooks.example.com/{WEBHOOK_TOKEN}"},
+         ["monitoring_alert_webhook_url", "monitoring_alert_webhook_allow_http"]),
+        ("monitoring", {"monitoring_alert_email_to": ["ops@example.com"]}, ["monitoring_alert_email_from"]),
+        ("monitoring", {"monitoring_targets": {"node": [{"instance": "db1", "address": "10.0.0.10:9100\n- x"}]}},
+         ["monitoring_targets"]),
+        ("monitoring", {"monitoring_targets": {"mysql": [{"instance": "db1", "address": "10.0.0.10:9104"}]}},
+         ["monitoring_targets"]),
+        ("monitoring", {"monitoring_probes": [{"job": "site", "instance": "lb1", "address": "lb1.example.com:443"}]},
+         ["monitoring_probes"]),
+        ("monitoring", {"monitoring_probe_host": "example.com\"; rm"}, ["monitoring_probe_host"]),
+    ],
+    ids=["exporter-public-address", "exporter-everywhere", "exporter-everywhere-v6", "exporter-not-an-address",
+         "exporter-ports-clash", "nginx-exporter-remote-status", "exporter-networks-not-cidr", "stub-status-on-https",
+         "monitoring-user-is-the-app", "monitoring-user-not-a-name", "backup-metrics-relative",
+         "rabbitmq-metrics-everywhere", "disk-threshold-100", "backup-age-zero", "two-thresholds-named",
+         "alert-webhook-plain-http", "alert-email-without-from", "target-line-break", "target-unknown-job",
+         "probe-not-an-address", "probe-host-quote"],
+)
+def test_metrics_inputs_are_refused_when_bad(tmp_path, role, extra, needles):
+    result = run_role(tmp_path, role, extra)
+    assert_rejected(result, *needles)
+    assert WEBHOOK_TOKEN not in result.stdout + result.stderr
+
+
 # A line break in any role's variable, even one no other check reads; the role's own inputs are
 # otherwise valid.
 LINE_BREAKS = {
@@ -672,6 +715,8 @@ LINE_BREAKS = {
     "pitr": {**PITR_OK, "pitr_s3_region": "us-east-1\n"},
     "django_app": {**APP_OK, "django_app_wsgi_module": "demoapp.wsgi\nx"},
     "notifier": {"notifier_email_from": "ops@example.com\nBcc: everyone@example.org"},
+    "monitoring": {"monitoring_alert_smarthost": "localhost:25\nsmtp_require_tls: false"},
+    "exporters": {"exporters_nginx_scrape_uri": "http://127.0.0.1:8089/stub_status\nARGS=--web.listen-address=:9113"},
 }
 
 

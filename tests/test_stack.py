@@ -204,6 +204,45 @@ def test_all_in_one_passes_and_stays_on_loopback(tmp_path):
     assert w["rabbitmq_listen_addresses"] == ["127.0.0.1"] and w["solr_listen_address"] == "127.0.0.1"
     assert w["firewall_rules"] == []
     assert w["backup_db_host"] == "/var/run/postgresql"
+    # No monitoring group: no exporter, no metrics.
+    assert w["exporters_postgres"] is False and w["exporters_nginx"] is False and w["nginx_stub_status_port"] == 0
+    assert w["backup_metrics_dir"] == "" and w["rabbitmq_prometheus_address"] == "" and w["postgresql_monitoring_user"] == ""
+
+
+def test_a_monitoring_host_scrapes_every_exporter_on_private_addresses_and_nobody_else_may(tmp_path):
+    w = passing(tmp_path, {**SPLIT, "monitoring": {"mon1": {"stack_private_address": "10.0.0.9"}}}, MEDIA_BUCKET)
+    exporters = {"node-exporter", "postgres-exporter", "nginx-exporter", "rabbitmq-prometheus"}
+
+    def metrics_rules(host):
+        return {r["name"]: (r["port"], r["sources"]) for r in w[host]["firewall_rules"] if r["name"] in exporters}
+
+    assert metrics_rules("db1") == {"node-exporter": (9100, ["10.0.0.9"]), "postgres-exporter": (9187, ["10.0.0.9"])}
+    assert w["db1"]["exporters_postgres"] is True and w["db1"]["postgresql_monitoring_user"] == "prometheus"
+    for web in ("web1", "web2"):
+        assert metrics_rules(web) == {"node-exporter": (9100, ["10.0.0.9"]), "nginx-exporter": (9113, ["10.0.0.9"])}
+        assert w[web]["nginx_stub_status_port"] == 8089
+        assert w[web]["exporters_nginx_scrape_uri"] == "http://127.0.0.1:8089/stub_status"
+    assert w["web1"]["exporters_listen_address"] == "10.0.0.21" and w["web2"]["exporters_listen_address"] == "10.0.0.22"
+    assert metrics_rules("worker1") == {"node-exporter": (9100, ["10.0.0.9"]), "rabbitmq-prometheus": (15692, ["10.0.0.9"])}
+    assert w["worker1"]["rabbitmq_prometheus_address"] == "fd00::31"
+    assert metrics_rules("cache1") == {"node-exporter": (9100, ["10.0.0.9"])}
+    # The backups write their metrics where the node exporter reads them.
+    assert w["web1"]["backup_metrics_dir"] == "/var/lib/prometheus/node-exporter"
+    # The monitoring host's own exporter needs no rule: its traffic to itself is local.
+    assert w["mon1"]["exporters_listen_address"] == "10.0.0.9" and metrics_rules("mon1") == {}
+    # What the monitoring host scrapes (every exporter, IPv6 in brackets) and probes (without load
+    # balancers, each web server is the site).
+    targets = w["mon1"]["monitoring_targets"]
+    assert {t["instance"]: t["address"] for t in targets["node"]} == {
+        "db1": "10.0.0.10:9100", "cache1": "10.0.0.11:9100", "web1": "10.0.0.21:9100", "web2": "10.0.0.22:9100",
+        "worker1": "[fd00::31]:9100", "mon1": "10.0.0.9:9100"}
+    assert targets["postgres"] == [{"instance": "db1", "address": "10.0.0.10:9187"}]
+    assert targets["nginx"] == [{"instance": "web1", "address": "10.0.0.21:9113"},
+                                {"instance": "web2", "address": "10.0.0.22:9113"}]
+    assert targets["rabbitmq"] == [{"instance": "worker1", "address": "[fd00::31]:15692"}]
+    assert sorted((p["job"], p["instance"], p["address"]) for p in w["mon1"]["monitoring_probes"]) == [
+        ("health", "web1", "10.0.0.21:443"), ("health", "web2", "10.0.0.22:443"),
+        ("site", "web1", "10.0.0.21:443"), ("site", "web2", "10.0.0.22:443")]
 
 
 def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_every_web_server(tmp_path):

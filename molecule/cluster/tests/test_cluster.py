@@ -164,17 +164,31 @@ def test_a_backup_from_web1_and_a_restore_drill_succeed():
     assert f"{APP_NAME}_drill" not in names and APP_NAME in names
 
 
-def reaches(source: str, address: str, port: int) -> bool:
-    """Whether a TCP connection from one server to another's address and port opens (the firewall
-    drops what it does not allow, so a refused one times out)."""
-    result = server(source).run(f"timeout 3 bash -c '</dev/tcp/{address}/{port}'")
-    return result.rc == 0
+def reachable(source: str, targets: list[tuple[str, int]]) -> dict[tuple[str, int], bool]:
+    """Whether a TCP connection from one server to each (address, port) opens, all at once (the
+    firewall drops what it does not allow, so a refused one times out)."""
+    probes = " ".join(f"(timeout 3 bash -c '</dev/tcp/{a}/{p}' 2>/dev/null && echo '{a} {p} open' || echo '{a} {p} shut') &"
+                      for a, p in targets)
+    out = server(source).check_output(f"bash -c \"{probes} wait\"")
+    seen = {(a, int(p)): state == "open" for a, p, state in (line.split() for line in out.splitlines())}
+    assert set(seen) == set(targets), out
+    return seen
+
+
+# Every server's exporters (roles/exporters), and who may scrape them: the monitoring host only.
+MONITOR, = group_hosts("monitoring")
+EXPORTERS = {(name, 9100): "node_systemd_unit_state" for name in SERVERS} | {
+    (DB, 9187): "pg_up 1", (WORKER, 9187): "pg_up 1",
+    **{(web, 9113): "nginx_up 1" for web in WEB},
+    (WORKER, 15692): "rabbitmq_build_info",
+}
 
 
 def test_each_service_port_opens_only_for_the_hosts_that_use_it():
     """The firewall's allowlist, seen from the other servers: every client of a service gets through,
     a server that is not its client does not, and nothing reaches RabbitMQ's plain AMQP, epmd or
-    distribution port (AMQP from other hosts is TLS, on 5671)."""
+    distribution port (AMQP from other hosts is TLS, on 5671). Every exporter opens to the
+    monitoring host only."""
     web1, web2 = sorted(WEB)
     matrix = {
         (DB, 5432): {web1, web2, WORKER},
@@ -185,12 +199,39 @@ def test_each_service_port_opens_only_for_the_hosts_that_use_it():
         (WORKER, 8983): {web1, web2},
         (WORKER, 4369): set(),
         (WORKER, 25672): set(),
+        # nginx's stub status is on loopback only.
+        **{(web, 8089): set() for web in WEB},
+        **{target: {MONITOR} for target in EXPORTERS},
     }
     found = {}
-    for (target, port), clients in matrix.items():
-        for source in SERVERS:
-            if source != target:
-                found[(source, target, port)] = reaches(source, ADDRESS[target], port)
+    for source in SERVERS:
+        targets = [(target, port) for (target, port) in matrix if target != source]
+        seen = reachable(source, [(ADDRESS[target], port) for target, port in targets])
+        found.update({(source, target, port): seen[(ADDRESS[target], port)] for target, port in targets})
     expected = {(source, target, port): source in clients
                 for (target, port), clients in matrix.items() for source in SERVERS if source != target}
     assert found == expected
+
+
+def test_every_exporter_answers_the_monitoring_host_with_its_metrics():
+    """What the monitoring host scrapes: the node exporter's systemd states, PostgreSQL's exporter
+    connected (as its pg_monitor role, on the primary and on the replica), nginx's through its stub
+    status, RabbitMQ's own plugin; and the backups' metrics on the backup host."""
+    backup_host, = group_hosts("backupservers")
+    server(backup_host).check_output(f"systemctl start django-stack-backup-freshness@{APP_NAME}.service")
+    monitor = server(MONITOR)
+    for (target, port), wanted in EXPORTERS.items():
+        metrics = monitor.check_output(f"curl -sS --max-time 10 http://{ADDRESS[target]}:{port}/metrics")
+        assert wanted in metrics, (target, port, metrics[-2000:])
+    node = monitor.check_output(f"curl -sS --max-time 10 http://{ADDRESS[backup_host]}:9100/metrics")
+    fresh = re.search(r'^django_stack_backup_freshness_check_success\{site="%s"\} (\S+)$' % APP_NAME, node, re.M)
+    assert fresh and float(fresh.group(1)) == 1, node[-3000:]
+    newest = re.search(r'^django_stack_backup_newest_complete_set_timestamp_seconds\{site="%s"\} (\S+)$' % APP_NAME, node, re.M)
+    assert newest and time.time() - float(newest.group(1)) < 3600, node[-3000:]
+    # Least privilege: the exporter's role reads statistics, not the app's data.
+    denied = server(DB).run(f"runuser -u prometheus -- psql -h /var/run/postgresql -d {APP_NAME} -Atc 'SELECT 1'")
+    assert denied.rc != 0 and "permission denied" in denied.stderr, denied.stderr
+    # Loopback only for nginx's counters; each exporter listens on its host's private address.
+    for web in WEB:
+        listening = server(web).check_output("ss -Htln")
+        assert "127.0.0.1:8089 " in listening and f"{ADDRESS[web]}:9113 " in listening, listening

@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""What the exporters and Sentry cost the app: requests per second and p99 of the demo's home
+page, with and without them, in one run on one fresh all-in-one server (converged over SSH with
+site.yml, the server also in the monitoring group: Prometheus scrapes its own exporters every 5 s).
+
+  without: the exporters and Prometheus stopped, SENTRY_DSN empty;
+  with:    the node, PostgreSQL and nginx exporters running and scraped every 5 s, the blackbox
+           probes of the health path, and Sentry's SDK on (DSN to a receiver on the server; a page
+           that answers sends nothing, so this is the SDK's cost per request).
+
+The two run interleaved (without, with, without, with, ...) so that a drift of this machine's speed
+falls on both. Prints the median requests/s and p99 of each, and with/without. Target (issue
+#24): under 3% throughput loss.
+
+Usage: .venv/bin/python bench/observability.py [--rounds 3] [--seconds 15] [--connections 16] [--keep]
+       (or `make bench-observability`; run `make image` first)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import tempfile
+from pathlib import Path
+
+from appserver import wrk
+from benchlib import ROOT, ensure_key, log, playbook, podman_rm, start_server, wait_for_ssh, write_inventory
+
+SERVER = "djstack-bench-observability"
+SSH_PORT = int(os.environ.get("BENCH_OBSERVABILITY_SSH_PORT", "2227"))
+HTTPS_PORT = int(os.environ.get("BENCH_APPSERVER_HTTPS_PORT", "8447"))
+RECEIVER_PORT = 45094
+DSN = f"http://benchkey@127.0.0.1:{RECEIVER_PORT}/1"
+ENV_FILE = "/srv/demoapp/shared/env"
+MONITORING = "prometheus prometheus-alertmanager prometheus-blackbox-exporter"
+EXPORTERS = "prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter"
+# A Sentry receiver on the server: it takes envelopes and answers 200, as Sentry does.
+RECEIVER = r"""
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', %d), H).serve_forever()
+""" % RECEIVER_PORT
+
+
+def run(script: str) -> str:
+    return subprocess.run(["podman", "exec", SERVER, "bash", "-c", script], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def switch(observed: bool) -> None:
+    """Turn the exporters, the monitoring and Sentry on or off, then wait for the app to serve."""
+    dsn = DSN if observed else ""
+    state = "start" if observed else "stop"
+    run(f"sed -i 's|^SENTRY_DSN=.*|SENTRY_DSN={dsn}|' {ENV_FILE} && grep -q '^SENTRY_DSN=' {ENV_FILE}"
+        f" || echo 'SENTRY_DSN={dsn}' >> {ENV_FILE};"
+        f" systemctl {state} {EXPORTERS} {MONITORING}; systemctl restart gunicorn@demoapp.service;"
+        " for i in $(seq 60); do curl -ksf -o /dev/null https://localhost/healthz && break; sleep 0.5; done")
+    if observed:  # the scrapes run when the load starts
+        run("sleep 6")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each variant")
+    parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
+    parser.add_argument("--connections", type=int, default=16, help="concurrent connections of each wrk run")
+    parser.add_argument("--keep", action="store_true", help="keep the server for inspection")
+    parser.add_argument("--logs", type=Path, default=ROOT / ".cache" / "bench", help="directory for the playbook logs")
+    args = parser.parse_args()
+    args.logs.mkdir(parents=True, exist_ok=True)
+    ensure_key()
+    extra = {"monitoring_scrape_interval_seconds": 5, "monitoring_probe_tls_insecure": True,
+             "django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    results: dict[str, list[dict]] = {"without": [], "with": []}
+    with tempfile.TemporaryDirectory(prefix="djstack-bench-observability-") as tmpdir:
+        tmp = Path(tmpdir)
+        known_hosts = tmp / "known_hosts"
+        try:
+            start_server(SERVER, SSH_PORT, {HTTPS_PORT: 443})
+            wait_for_ssh(SSH_PORT, known_hosts)
+            inv = write_inventory(tmp, SSH_PORT, known_hosts, {}, groups=("monitoring",))
+            log("bench: converging a fresh server with the monitoring tier on it")
+            playbook(inv, args.logs / "observability.log", "site.yml", "-e", json.dumps(extra))
+            subprocess.run(["podman", "exec", SERVER, "systemd-run", "--unit=bench-sentry-receiver", "python3", "-c",
+                            RECEIVER], capture_output=True, check=True)
+            wrk("/", 5, args.connections)  # warm up: the first requests fill caches either way
+            for round_ in range(args.rounds):
+                for variant in ("without", "with"):
+                    switch(variant == "with")
+                    results[variant].append(wrk("/", args.seconds, args.connections))
+                    log(f"round {round_ + 1} {variant}: {results[variant][-1]}")
+        finally:
+            if not args.keep:
+                podman_rm(SERVER)
+    rows = {v: {"rps": statistics.median(r["rps"] for r in runs), "p99": statistics.median(r["p99"] for r in runs),
+                "errors": sum(r["errors"] for r in runs)} for v, runs in results.items()}
+    print(f"home page, {args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections (medians):")
+    for variant, row in rows.items():
+        print(f"  {variant:8} {row['rps']:8.1f} req/s  p99 {row['p99']:7.1f} ms  errors {row['errors']}")
+    ratio = rows["with"]["rps"] / rows["without"]["rps"]
+    print(f"  with/without: throughput {ratio:.3f} ({(1 - ratio) * 100:+.1f}% loss; target < 3%), "
+          f"p99 {rows['with']['p99'] / rows['without']['p99']:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

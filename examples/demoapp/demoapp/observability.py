@@ -22,3 +22,12 @@ def init_sentry(dsn: str, release: str, environment: str) -> None:
         traces_sample_rate=0,
         shutdown_timeout=2,
     )
+
+
+class ErrorProbe(Exception):
+    """What the error probe raises (DJANGO_ERROR_PROBE_PATH)."""
+
+
+def error_probe(request):
+    """Fail on purpose: the error reporting's check after a deploy (settings.ERROR_PROBE_PATH)."""
+    raise ErrorProbe("the error probe failed on purpose")

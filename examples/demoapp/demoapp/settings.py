@@ -205,6 +205,9 @@ MEDIA_ROOT = env_str("DJANGO_MEDIA_ROOT", str(BASE_DIR / "media"))
 # For bench/appserver.py only: the app also serves STATIC_ROOT itself under this prefix (as a
 # site without nginx in front would), to compare with nginx serving the same file. Off unless set.
 BENCH_SERVE_STATIC_AT = env_str("DJANGO_BENCH_SERVE_STATIC_AT")
+# A path that always fails (a 500 from an exception), to check after a deploy that errors reach
+# the error reporting (Sentry): set it to an unguessable path, or leave it empty (no such path).
+ERROR_PROBE_PATH = env_str("DJANGO_ERROR_PROBE_PATH")
 # Uploads on an S3-compatible bucket when one is named: every web server and worker then sees
 # every file (the local MEDIA_ROOT of one host cannot be shared). Browsers fetch them from the
 # bucket through presigned URLs, or from DJANGO_MEDIA_S3_URL (a public or CDN base) when set.

@@ -149,3 +149,27 @@ class SentryTests(TestCase):
         took = time.monotonic() - started
         self.assertEqual(response.status_code, status or 200)
         return took
+
+
+class ErrorProbeTests(TestCase):
+    """DJANGO_ERROR_PROBE_PATH: the deployed app's URL that fails on purpose (the scenarios check
+    that its error reaches a Sentry receiver); without it, no such URL."""
+
+    def test_the_probe_path_fails_only_when_set(self) -> None:
+        import importlib
+
+        from django.urls import clear_url_caches
+
+        import demoapp.urls
+
+        self.client.raise_request_exception = False
+        logger = logging.getLogger("django.request")
+        self.addCleanup(logger.setLevel, logger.level)
+        logger.setLevel(logging.CRITICAL)
+        for probe, status in (("", 404), ("/probe-f00d/", 500)):
+            with self.settings(ERROR_PROBE_PATH=probe, SECURE_SSL_REDIRECT=False, ALLOWED_HOSTS=["testserver"]):
+                importlib.reload(demoapp.urls)
+                clear_url_caches()
+                self.assertEqual(self.client.get("/probe-f00d/").status_code, status, probe)
+        importlib.reload(demoapp.urls)
+        clear_url_caches()

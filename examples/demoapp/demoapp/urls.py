@@ -18,3 +18,7 @@ if settings.BENCH_SERVE_STATIC_AT:
         re_path(rf"^{settings.BENCH_SERVE_STATIC_AT.strip('/')}/(?P<path>.*)$", serve,
                 {"document_root": settings.STATIC_ROOT}),
     ]
+if settings.ERROR_PROBE_PATH:
+    from demoapp.observability import error_probe
+
+    urlpatterns += [path(settings.ERROR_PROBE_PATH.strip("/") + "/", error_probe)]

@@ -683,13 +683,15 @@ def test_nginx_refuses_trusting_forwarded_addresses_from_anyone_but_addresses(tm
         ("monitoring", {"monitoring_probes": [{"job": "site", "instance": "lb1", "address": "lb1.example.com:443"}]},
          ["monitoring_probes"]),
         ("monitoring", {"monitoring_probe_host": "example.com\"; rm"}, ["monitoring_probe_host"]),
+        ("common", {"common_syslog_forward_target": "logs.example.com"}, ["common_syslog_forward_target"]),
+        ("common", {"common_syslog_forward_target": "logs.example.com:514 protocol=udp"}, ["common_syslog_forward_target"]),
     ],
     ids=["exporter-public-address", "exporter-everywhere", "exporter-everywhere-v6", "exporter-not-an-address",
          "exporter-ports-clash", "nginx-exporter-remote-status", "exporter-networks-not-cidr", "stub-status-on-https",
          "monitoring-user-is-the-app", "monitoring-user-not-a-name", "backup-metrics-relative",
          "rabbitmq-metrics-everywhere", "disk-threshold-100", "backup-age-zero", "two-thresholds-named",
          "alert-webhook-plain-http", "alert-email-without-from", "target-line-break", "target-unknown-job",
-         "probe-not-an-address", "probe-host-quote"],
+         "probe-not-an-address", "probe-host-quote", "syslog-target-without-port", "syslog-target-space"],
 )
 def test_metrics_inputs_are_refused_when_bad(tmp_path, role, extra, needles):
     result = run_role(tmp_path, role, extra)

@@ -260,6 +260,28 @@ def test_the_access_log_times_each_request_and_its_app_server_part(host):
     assert re.search(r" rt=[0-9]+\.[0-9]{3} uct=- uht=- urt=-$", lines[1]), lines[1]
 
 
+def test_the_journal_keeps_its_limits_and_each_long_running_unit_names_itself(host):
+    """journald as the common role sets it (persistent, bounded by size and age) is the one in force;
+    logrotate's configuration parses and rotates what the stack leaves in files (nginx's logs among
+    them); the app's processes log under their unit's name."""
+    journald = host.check_output("systemd-analyze cat-config systemd/journald.conf")
+    for setting in ("Storage=persistent", "SystemMaxUse=500M", "MaxRetentionSec=1month"):
+        assert setting in journald, journald[-2000:]
+    assert host.file("/var/log/journal").is_directory
+    # The running journald took them: its files are on disk, within the limit.
+    usage = host.check_output("journalctl --disk-usage")
+    assert "/var/log/journal" in host.check_output("journalctl --header | grep -m1 'File path'"), usage
+    rotate = host.run("logrotate --debug /etc/logrotate.conf")
+    assert rotate.rc == 0, rotate.stderr[-2000:]
+    assert "/var/log/nginx/access.log" in rotate.stderr + rotate.stdout
+    conf = host.file("/etc/logrotate.conf").content_string
+    assert "\nweekly\n" in conf and "\nrotate 12\n" in conf, conf
+    worker = host.check_output("systemctl list-units --plain --no-legend 'celery-worker@*.service' | awk '{print $1}' | head -1")
+    # The unit's own processes' lines (not systemd's about the unit).
+    identifier = host.check_output(f"journalctl _SYSTEMD_UNIT={worker} -o json -n 1 --no-pager")
+    assert json.loads(identifier)["SYSLOG_IDENTIFIER"] == worker.removesuffix(".service"), identifier[-500:]
+
+
 def test_counter_page_writes_and_reads_the_database(host):
     first = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))
     second = int(re.search(r'"count":\s*(\d+)', curl(host, f"{BASE}/counter/?format=json", "-k").stdout).group(1))

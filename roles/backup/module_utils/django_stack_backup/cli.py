@@ -24,17 +24,17 @@ from .util import peak_rss_kb
 
 CLI_USAGE = """Backup sets of a Django stack on S3 (the code path of the django_backup modules).
 
-  %(prog)s --config FILE [--metrics-file F.prom] backup  [--check]
+  %(prog)s --config FILE backup  [--check]
   %(prog)s --config FILE prune   [--check]
   %(prog)s --config FILE list    [--set ID]
-  %(prog)s --config FILE [--metrics-file F.prom] check-freshness --max-age-hours N
+  %(prog)s --config FILE check-freshness --max-age-hours N
   %(prog)s --config FILE restore [--check] [-o backup_set=ID] [-o db_restore_mode=scratch ...]
 
 FILE is a JSON object with the modules' option names (s3_bucket, db_name, media_root, ...).
 -o KEY=VALUE overrides one of them (VALUE is read as JSON when it parses, else as a string).
 The result is printed as one JSON object on stdout, with the run's peak RSS; on failure the
-message goes to stderr and the exit status is 1 (2 for usage errors). --metrics-file writes the
-backup's or the check's metrics for the node exporter's textfile collector (metrics.py), labelled
+message goes to stderr and the exit status is 1 (2 for usage errors). --metrics-file F.prom
+(before the command) writes the backup's or the check's metrics for the node exporter's textfile collector (metrics.py), labelled
 with the file's site (--metrics-site).
 """
 

@@ -1,0 +1,46 @@
+"""The journal forwarded to a remote syslog endpoint (common_syslog_forward_target, here a listener
+on the server itself): rsyslog sends every message, RFC 5424 over TCP, and writes no local file."""
+
+from __future__ import annotations
+
+import secrets
+import shlex
+import time
+
+from stackhelpers import podman_hosts
+
+testinfra_hosts = podman_hosts("webservers")[:1]
+
+RECEIVED = "/run/test-syslog.txt"
+LISTENER = r"""
+import socketserver
+class H(socketserver.StreamRequestHandler):
+    def handle(self):
+        with open('/run/test-syslog.txt', 'ab') as f:
+            for chunk in iter(lambda: self.request.recv(65536), b''):
+                f.write(chunk); f.flush()
+socketserver.ThreadingTCPServer.allow_reuse_address = True
+socketserver.ThreadingTCPServer(('127.0.0.1', 45514), H).serve_forever()
+"""
+
+
+def test_every_journal_message_reaches_the_remote_syslog_endpoint(host):
+    host.run(f"systemctl stop test-syslog.service; rm -f {RECEIVED}")
+    host.check_output(f"systemd-run --unit=test-syslog --property=Type=simple python3 -c {shlex.quote(LISTENER)}")
+    try:
+        token = secrets.token_hex(8)
+        deadline = time.monotonic() + 60
+        received = ""
+        # rsyslog retries a refused endpoint every 10 s (queued meanwhile): log until it arrives.
+        while token not in received and time.monotonic() < deadline:
+            host.run(f"logger -t forward-check {token}")
+            time.sleep(2)
+            received = host.run(f"cat {RECEIVED}").stdout
+        assert token in received, received[-2000:]
+        line = next(line for line in received.splitlines() if token in line)
+        assert "forward-check" in line and " - " in line, line  # RFC 5424: <PRI>1 TIME HOST APP ...
+    finally:
+        host.run("systemctl stop test-syslog.service; systemctl reset-failed test-syslog.service")
+    assert host.service("rsyslog").is_running
+    # No local syslog files besides the journal.
+    assert not host.file("/var/log/syslog").exists

@@ -140,3 +140,17 @@ def test_the_settings_file_is_json_with_the_types_the_script_reads(tmp_path):
     assert "Ansible" in config.pop("_managed")
     assert config == {"webhook_url": "https://hooks.example.com/x", "email_to": [], "email_from": "",
                       "sendmail": "/usr/sbin/sendmail", "timeout": 7}
+
+
+@pytest.mark.parametrize(("role", "unit", "variable"), [
+    ("backup", "django-stack-backup-failed@.service", "backup_on_failure_command"),
+    ("pitr", "django-stack-pitr-failed@.service", "pitr_on_failure_command"),
+    ("nginx", "django-stack-acme-failed@.service", "nginx_acme_on_failure_command"),
+])
+def test_each_failure_unit_runs_exactly_the_wired_command(tmp_path, role, unit, variable):
+    """The units OnFailure= starts run the notifier with the failed unit's name and nothing else (a
+    comment once ran on as arguments: the template's loop ate the line's end)."""
+    name = f"etc/systemd/system/{unit}"
+    rendered = render_role_templates(tmp_path, role, [name], {variable: ["/usr/local/sbin/django-stack-notify", "%i"]})[name]
+    [line] = [line for line in rendered.splitlines() if line.startswith("ExecStart=")]
+    assert line == 'ExecStart="/usr/local/sbin/django-stack-notify" "%i"', line

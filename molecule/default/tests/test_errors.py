@@ -16,12 +16,15 @@ testinfra_hosts = podman_hosts("webservers")[:1]
 PROBE = "https://localhost/error-probe-7c1e/"
 RECEIVED = "/run/test-sentry.jsonl"
 # A Sentry receiver (the scenario's DSN: 127.0.0.1:45095): each envelope's event items, one JSON
-# line each.
+# line each (the SDK compresses its envelopes).
 RECEIVER = r"""
-import http.server, json
+import gzip, http.server, json, zlib
 class H(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
-        lines = self.rfile.read(int(self.headers['Content-Length'])).split(b'\n')
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        encoding = self.headers.get('Content-Encoding', '')
+        body = gzip.decompress(body) if encoding == 'gzip' else zlib.decompress(body) if encoding == 'deflate' else body
+        lines = body.split(b'\n')
         with open('/run/test-sentry.jsonl', 'a') as f:
             for header, payload in zip(lines[1::2], lines[2::2]):
                 if json.loads(header).get('type') == 'event':

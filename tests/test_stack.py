@@ -236,6 +236,8 @@ def test_a_monitoring_host_scrapes_every_exporter_on_private_addresses_and_nobod
     assert {t["instance"]: t["address"] for t in targets["node"]} == {
         "db1": "10.0.0.10:9100", "cache1": "10.0.0.11:9100", "web1": "10.0.0.21:9100", "web2": "10.0.0.22:9100",
         "worker1": "[fd00::31]:9100", "mon1": "10.0.0.9:9100"}
+    # In name order, whatever the groups' order: a promotion (which swaps two groups) changes no line.
+    assert [t["instance"] for t in targets["node"]] == ["cache1", "db1", "mon1", "web1", "web2", "worker1"]
     assert targets["postgres"] == [{"instance": "db1", "address": "10.0.0.10:9187"}]
     assert targets["nginx"] == [{"instance": "web1", "address": "10.0.0.21:9113"},
                                 {"instance": "web2", "address": "10.0.0.22:9113"}]

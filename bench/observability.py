@@ -26,12 +26,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+import appserver
 from appserver import wrk
 from benchlib import ROOT, ensure_key, log, playbook, podman_rm, start_server, wait_for_ssh, write_inventory
 
 SERVER = "djstack-bench-observability"
 SSH_PORT = int(os.environ.get("BENCH_OBSERVABILITY_SSH_PORT", "2227"))
-HTTPS_PORT = int(os.environ.get("BENCH_APPSERVER_HTTPS_PORT", "8447"))
+HTTPS_PORT = int(os.environ.get("BENCH_OBSERVABILITY_HTTPS_PORT", "8447"))
+appserver.HTTPS_PORT = HTTPS_PORT  # wrk() (bench/appserver.py) loads this server
 RECEIVER_PORT = 45094
 DSN = f"http://benchkey@127.0.0.1:{RECEIVER_PORT}/1"
 ENV_FILE = "/srv/demoapp/shared/env"

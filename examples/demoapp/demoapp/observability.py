@@ -16,9 +16,9 @@ def init_sentry(dsn: str, release: str, environment: str) -> None:
         dsn=dsn,
         release=release,
         environment=environment,
-        # No spans around middleware, signals or cache calls: with tracing off (no traces_sample_rate,
-        # not even 0, which still builds every transaction) a request pays for the error capture
-        # only (docs/performance.md, "Observability").
+        # Tracing off (no traces_sample_rate: 0 still starts a transaction per request) and no spans
+        # around middleware, signals or cache calls. What the SDK still costs a request is measured
+        # in docs/performance.md, "Observability".
         integrations=[DjangoIntegration(middleware_spans=False, signals_spans=False, cache_spans=False),
                       CeleryIntegration()],
         # No user data (addresses, cookies, bodies) leaves the server, and no performance traces.

@@ -11,7 +11,7 @@ lanes=${1:?usage: molecule-lanes.sh LANES SCENARIO...}; shift
 # Longest first (docs/performance.md, "make test"), then any other scenario: longest-first into
 # the least loaded lane keeps the lanes even.
 order=(cluster rebuild default apache project)
-declare -A weight=([cluster]=47 [rebuild]=34 [default]=22 [apache]=21 [project]=9)
+declare -A weight=([cluster]=55 [rebuild]=30 [default]=22 [apache]=21 [project]=9)
 scenarios=()
 for s in "${order[@]}"; do [[ " $* " == *" $s "* ]] && scenarios+=("$s"); done
 for s in "$@"; do [[ " ${order[*]} " == *" $s "* ]] || scenarios+=("$s"); done

@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict:
     cfg = make_config(load_config(args.config, args.option))
+    args.site = metrics_site(args, cfg)
     if args.command == "backup":
         return backup(cfg, check_mode=args.check)
     if args.command == "prune":
@@ -96,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.command == "list":
         return info(cfg, args.backup_set)
     if args.command == "check-freshness":
-        return check_freshness(cfg, args.max_age_hours, report=freshness_reporter(args, cfg))
+        return check_freshness(cfg, args.max_age_hours, report=freshness_reporter(args))
     return restore(cfg, check_mode=args.check)
 
 
@@ -104,7 +105,7 @@ def metrics_site(args: argparse.Namespace, cfg) -> str:
     return args.metrics_site or cfg.db_name or "site"
 
 
-def freshness_reporter(args: argparse.Namespace, cfg):
+def freshness_reporter(args: argparse.Namespace):
     """What check_freshness calls with the newest complete set (or None) and whether the check
     passes, before it fails: the metrics say how old the newest set is even when it is too old."""
     if not args.metrics_file:
@@ -116,7 +117,7 @@ def freshness_reporter(args: argparse.Namespace, cfg):
                   "django_stack_backup_freshness_check_timestamp_seconds": time.time()}
         if newest_timestamp is not None:
             values["django_stack_backup_newest_complete_set_timestamp_seconds"] = newest_timestamp
-        write_metrics(args.metrics_file, metrics_site(args, cfg), values)
+        write_metrics(args.metrics_file, args.site, values)
     return report
 
 
@@ -130,8 +131,7 @@ def write_metrics(path: str, site: str, values: dict) -> None:
 
 def report_backup(args: argparse.Namespace, result: dict) -> None:
     if args.metrics_file and args.command == "backup" and not args.check:
-        cfg = make_config(load_config(args.config, args.option))
-        write_metrics(args.metrics_file, metrics_site(args, cfg), {
+        write_metrics(args.metrics_file, args.site, {
             "django_stack_backup_last_success_timestamp_seconds": time.time(),
             "django_stack_backup_last_size_bytes": result.get("size", 0),
             "django_stack_backup_last_duration_seconds": result.get("timings", {}).get("total", 0)})
@@ -148,7 +148,7 @@ def cli_main(argv: list[str] | None = None) -> int:
         sys.stderr.flush()
         if args.command == "check-freshness" and args.metrics_file and not getattr(args, "freshness_reported", False):
             # The store could not be read: the check failed, whatever the newest set's date.
-            write_metrics(args.metrics_file, args.metrics_site or "site", {
+            write_metrics(args.metrics_file, getattr(args, "site", args.metrics_site or "site"), {
                 "django_stack_backup_freshness_check_success": 0,
                 "django_stack_backup_freshness_check_timestamp_seconds": time.time()})
         return 1

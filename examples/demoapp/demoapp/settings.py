@@ -358,6 +358,8 @@ RELEASE_ID = BASE_DIR.name if BASE_DIR.parent.name == "releases" else f"demoapp@
 # environment (demoapp/observability.py); sentry_sdk is only imported when SENTRY_DSN is set.
 SENTRY_DSN = env_str("SENTRY_DSN")
 if SENTRY_DSN:
+    from demoapp.observability import MIDDLEWARE as SENTRY_MIDDLEWARE
     from demoapp.observability import init_sentry
 
+    MIDDLEWARE.insert(0, SENTRY_MIDDLEWARE)
     init_sentry(SENTRY_DSN, release=RELEASE_ID, environment=ENVIRONMENT_NAME or "production")

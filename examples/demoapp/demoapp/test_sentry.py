@@ -20,14 +20,14 @@ from django.http import HttpResponse
 from django.test import TestCase, override_settings
 from django.urls import path
 
-from demoapp.observability import init_sentry
+from demoapp.observability import MIDDLEWARE, init_sentry
 
 
 class Boom(RuntimeError):
     pass
 
 
-def failing_view(request):
+def failing_view(request, kind="view"):
     raise Boom("a view failed")
 
 
@@ -35,7 +35,12 @@ def fine_view(request):
     return HttpResponse("fine")
 
 
-urlpatterns = [path("fails/", failing_view), path("fine/", fine_view)]
+def logging_view(request):
+    logging.getLogger("demoapp.test").warning("breadcrumb of another request")
+    return HttpResponse("logged")
+
+
+urlpatterns = [path("fails/<slug:kind>/", failing_view), path("fine/", fine_view), path("logs/", logging_view)]
 
 
 @shared_task
@@ -106,20 +111,28 @@ class SentryTests(TestCase):
 
     def tearDown(self) -> None:
         sentry_sdk.get_client().close(timeout=0)
-        sentry_sdk.init(dsn=None)  # no client: the other tests send nothing
+        # No client (the other tests send nothing), and none of the SDK's patches installed.
+        sentry_sdk.init(dsn=None, default_integrations=False, auto_enabling_integrations=False)
 
     def test_a_view_and_a_task_that_raise_reach_the_endpoint_with_release_and_environment(self) -> None:
         receiver = Receiver()
         self.addCleanup(receiver.close)
         init_sentry(dsn(receiver.port), release="20261206T150000Z-abc123", environment="staging")
-        self.assertEqual(self.client.get("/fails/").status_code, 500)
+        self.assertEqual(self.client.get("/fails/view/?token=s3cr3t").status_code, 500)
         event = receiver.wait_for(Boom)
         self.assertEqual(event["release"], "20261206T150000Z-abc123")
         self.assertEqual(event["environment"], "staging")
         self.assertEqual(event["exception"]["values"][-1]["value"], "a view failed")
         self.assertEqual(event["exception"]["values"][-1]["mechanism"]["type"], "django")
-        # No user data leaves the server.
-        self.assertNotIn("cookies", event.get("request", {}))
+        # What the report says of the request: its method, URL and route, without the query
+        # string (it may hold tokens); no user data (cookies, address) leaves the server.
+        self.assertEqual(event["request"], {"method": "GET", "url": "http://testserver/fails/view/"})
+        self.assertEqual(event["transaction"], "/fails/<slug:kind>/")
+        self.assertNotIn("s3cr3t", json.dumps([event["request"], event["transaction"], event.get("tags")]))
+        self.assertNotIn("user", event)
+        # Django's own log of the 500 is not a second event.
+        sentry_sdk.flush(timeout=2)
+        self.assertEqual(sum(1 for e in receiver.events if e.get("exception")), 1, receiver.events)
 
         receiver.events.clear()
         with self.assertRaises(Boom):
@@ -127,6 +140,29 @@ class SentryTests(TestCase):
         event = receiver.wait_for(Boom)
         self.assertEqual(event["exception"]["values"][-1]["mechanism"]["type"], "celery")
         self.assertEqual(event["release"], "20261206T150000Z-abc123")
+
+    @override_settings(MIDDLEWARE=[MIDDLEWARE])
+    def test_a_report_carries_its_own_requests_breadcrumbs_only(self) -> None:
+        receiver = Receiver()
+        self.addCleanup(receiver.close)
+        init_sentry(dsn(receiver.port), release="r", environment="production")
+        logger = logging.getLogger("demoapp.test")
+        self.addCleanup(setattr, logger, "propagate", logger.propagate)
+        logger.propagate = False  # the record is made (a breadcrumb) and not printed
+        self.assertEqual(self.client.get("/logs/").status_code, 200)
+        self.assertEqual(self.client.get("/fails/view/").status_code, 500)
+        event = receiver.wait_for(Boom)
+        crumbs = [c.get("message") for c in event.get("breadcrumbs", {}).get("values", [])]
+        self.assertNotIn("breadcrumb of another request", crumbs)
+
+    def test_no_request_pays_for_the_sdks_django_instrumentation(self) -> None:
+        """The Django integration (a transaction, a session and template hooks around every
+        request) is what made the SDK cost a quarter of the home page's throughput."""
+        from sentry_sdk.integrations.django import DjangoIntegration
+
+        init_sentry(dsn(9), release="r", environment="production")
+        self.assertIsNone(sentry_sdk.get_client().get_integration(DjangoIntegration))
+        self.assertIsNotNone(sentry_sdk.get_client().get_integration("celery"))
 
     def test_an_endpoint_that_is_down_or_hangs_never_slows_a_request(self) -> None:
         self.assertLess(self.timed("/fine/", None), 1.0)
@@ -141,7 +177,7 @@ class SentryTests(TestCase):
         for port in (port_closed, hanging.getsockname()[1]):
             init_sentry(dsn(port), release="r", environment="production")
             for _ in range(5):
-                self.assertLess(self.timed("/fails/", 500), 1.0, f"a request waited on the endpoint at port {port}")
+                self.assertLess(self.timed("/fails/view/", 500), 1.0, f"a request waited on the endpoint at port {port}")
 
     def timed(self, url: str, status: int | None) -> float:
         started = time.monotonic()

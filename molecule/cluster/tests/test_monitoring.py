@@ -11,26 +11,11 @@ import urllib.parse
 
 import testinfra
 
-from stackhelpers import APP_NAME, group_hosts
+from stackhelpers import APP_NAME, group_hosts, receiver
 
 MONITOR, = group_hosts("monitoring")
 BACKUP_HOST, = group_hosts("backupservers")
 FRESHNESS = f"/var/lib/prometheus/node-exporter/django-stack-backup-freshness-{APP_NAME}.prom"
-RECEIVED = "/run/test-alerts.jsonl"
-# A webhook receiver on lb (the scenario's monitoring_alert_webhook_url): each POST's path and
-# body, one JSON line each.
-RECEIVER = r"""
-import http.server, json
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers['Content-Length']))
-        with open('/run/test-alerts.jsonl', 'a') as f:
-            f.write(json.dumps({'path': self.path, 'body': json.loads(body)}) + '\n')
-        self.send_response(200); self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(('127.0.0.1', 45091), H).serve_forever()
-"""
 
 
 def server(name: str):
@@ -92,34 +77,32 @@ def test_an_old_newest_backup_fires_the_alert_and_the_webhook_receives_it():
     """The backup host's freshness metrics say the newest complete set is three days old: BackupTooOld
     fires, Alertmanager posts it to the receiver; fresh again, the resolution follows."""
     monitor, backup = server(MONITOR), server(BACKUP_HOST)
-    monitor.run(f"systemctl stop test-alerts.service; rm -f {RECEIVED}")
-    monitor.check_output(f"systemd-run --unit=test-alerts --property=Type=simple python3 -c {shlex.quote(RECEIVER)}")
     old = time.time() - 3 * 86400
     fake = (f"django_stack_backup_newest_complete_set_timestamp_seconds{{site=\"{APP_NAME}\"}} {old}\n"
             f"django_stack_backup_freshness_check_success{{site=\"{APP_NAME}\"}} 1\n"
             f"django_stack_backup_freshness_check_timestamp_seconds{{site=\"{APP_NAME}\"}} {time.time()}\n")
-    try:
-        backup.check_output(f"printf %s {shlex.quote(fake)} > {FRESHNESS}.tmp && mv {FRESHNESS}.tmp {FRESHNESS}")
+    # The scenario's Alertmanager webhook points at 127.0.0.1:45091 on the monitoring host.
+    with receiver(monitor, "test-alerts", 45091) as received:
+        try:
+            backup.check_output(f"printf %s {shlex.quote(fake)} > {FRESHNESS}.tmp && mv {FRESHNESS}.tmp {FRESHNESS}")
 
-        def posted(status: str):
-            def check():
-                lines = monitor.run(f"cat {RECEIVED}").stdout.splitlines()
-                return [b for b in (json.loads(line) for line in lines)
-                        if any(a["labels"]["alertname"] == "BackupTooOld" and a["status"] == status
-                               for a in b["body"]["alerts"])]
-            return check
+            def posted(status: str):
+                def check():
+                    return [n for n in received()
+                            if any(a["labels"]["alertname"] == "BackupTooOld" and a["status"] == status
+                                   for a in n["body"]["alerts"])]
+                return check
 
-        [notice, *_] = wait_for("BackupTooOld posted", posted("firing"), timeout=180)
-        assert notice["path"] == "/alerts/cluster-test-token"
-        alert = next(a for a in notice["body"]["alerts"] if a["labels"]["alertname"] == "BackupTooOld")
-        assert alert["labels"]["site"] == APP_NAME and alert["labels"]["instance"] == BACKUP_HOST, alert
-        assert "3d" in alert["annotations"]["summary"] or "72h" in alert["annotations"]["summary"], alert
-        # The real check writes the truth again; the alert resolves.
-        backup.check_output(f"systemctl start django-stack-backup-freshness@{APP_NAME}.service")
-        wait_for("BackupTooOld resolved", posted("resolved"), timeout=240)
-    finally:
-        backup.run(f"systemctl start django-stack-backup-freshness@{APP_NAME}.service")
-        monitor.run("systemctl stop test-alerts.service; systemctl reset-failed test-alerts.service")
+            [notice, *_] = wait_for("BackupTooOld posted", posted("firing"), timeout=180)
+            assert notice["path"] == "/alerts/cluster-test-token"
+            alert = next(a for a in notice["body"]["alerts"] if a["labels"]["alertname"] == "BackupTooOld")
+            assert alert["labels"]["site"] == APP_NAME and alert["labels"]["instance"] == BACKUP_HOST, alert
+            assert "3d" in alert["annotations"]["summary"] or "72h" in alert["annotations"]["summary"], alert
+            # The real check writes the truth again; the alert resolves.
+            backup.check_output(f"systemctl start django-stack-backup-freshness@{APP_NAME}.service")
+            wait_for("BackupTooOld resolved", posted("resolved"), timeout=240)
+        finally:
+            backup.run(f"systemctl start django-stack-backup-freshness@{APP_NAME}.service")
 
 
 def test_the_monitoring_interfaces_listen_on_loopback_only():

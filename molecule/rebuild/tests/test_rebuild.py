@@ -13,13 +13,12 @@ import io
 import json
 import re
 import secrets
-import shlex
 import subprocess
 import time
 
 from PIL import Image
 
-from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, recap, run_playbook, upload
+from stackhelpers import APP_ROOT, PROJECT_DIR, curl, group_hosts, podman_hosts, post_form, recap, receiver, run_playbook, upload
 
 testinfra_hosts = podman_hosts("webservers")[:1]
 
@@ -197,49 +196,32 @@ def test_the_control_node_prunes_with_its_own_key(host):
                      " ".join(output.split())), output[-3000:]
 
 
-# A webhook receiver on the server (the scenario's notifier_webhook_url): it writes each POST's
-# path and body, one JSON line each, and logs nothing (its request lines, with the URL's token,
-# would be in the journal the test then searches).
-HOOK_RECEIVER = r"""
-import http.server, json
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        body = self.rfile.read(int(self.headers['Content-Length']))
-        with open('/run/test-hook.jsonl', 'a') as f:
-            f.write(json.dumps({'path': self.path, 'body': json.loads(body)}) + '\n')
-        self.send_response(204); self.end_headers()
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(('127.0.0.1', 45090), H).serve_forever()
-"""
-
-
 def test_a_failed_backup_unit_runs_the_failure_command(host):
     """OnFailure=: a failed run is heard of through the notifier the playbooks wire (roles/notifier):
     a critical journal message, and a POST to the inventory's webhook."""
-    host.run("systemctl stop test-hook.service; rm -f /run/test-hook.jsonl")
-    host.check_output(f"systemd-run --unit=test-hook --property=Type=simple python3 -c {shlex.quote(HOOK_RECEIVER)}")
-    try:
-        since = host.check_output("date +%s")
-        assert host.run("systemctl start django-stack-backup-freshness@nosuchsite.service").rc != 0
-        wanted = "django-stack-backup-freshness@nosuchsite.service failed"
-        for _ in range(40):
-            logged = host.run(f"journalctl -q -t django-stack-notify -p crit --since @{since} --no-pager").stdout
-            posted = host.run("cat /run/test-hook.jsonl").stdout
-            if wanted in logged and posted:
-                break
-            time.sleep(0.5)
-        assert wanted in logged
-        [notice] = [json.loads(line) for line in posted.splitlines()]
-        assert notice["path"] == "/hooks/rebuild-test-token"
-        assert notice["body"]["unit"] == "django-stack-backup-freshness@nosuchsite.service"
-        assert notice["body"]["text"].startswith(wanted)
-        # The URL's token is in a root-only file, not in the unit or the journal.
-        assert host.file("/etc/django-stack-notify/notify.json").mode == 0o600
-        assert "rebuild-test-token" not in host.run(f"journalctl -q --since @{since} --no-pager").stdout
-    finally:
-        host.run("systemctl stop test-hook.service; systemctl reset-failed 'django-stack-backup-freshness@nosuchsite.service' "
-                 "'django-stack-backup-failed@*' test-hook.service")
+    # The scenario's notifier webhook points at 127.0.0.1:45090.
+    with receiver(host, "test-hook", 45090) as received:
+        try:
+            since = host.check_output("date +%s")
+            assert host.run("systemctl start django-stack-backup-freshness@nosuchsite.service").rc != 0
+            wanted = "django-stack-backup-freshness@nosuchsite.service failed"
+            for _ in range(40):
+                logged = host.run(f"journalctl -q -t django-stack-notify -p crit --since @{since} --no-pager").stdout
+                posted = received()
+                if wanted in logged and posted:
+                    break
+                time.sleep(0.5)
+            assert wanted in logged
+            [notice] = posted
+            assert notice["path"] == "/hooks/rebuild-test-token"
+            assert notice["body"]["unit"] == "django-stack-backup-freshness@nosuchsite.service"
+            assert notice["body"]["text"].startswith(wanted)
+            # The URL's token is in a root-only file, not in the unit or the journal.
+            assert host.file("/etc/django-stack-notify/notify.json").mode == 0o600
+            assert "rebuild-test-token" not in host.run(f"journalctl -q --since @{since} --no-pager").stdout
+        finally:
+            host.run("systemctl reset-failed 'django-stack-backup-freshness@nosuchsite.service' "
+                     "'django-stack-backup-failed@*'")
 
 
 def test_the_backup_units_are_sandboxed(host):

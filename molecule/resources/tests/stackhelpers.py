@@ -6,6 +6,7 @@ Tests talk to the containers through testinfra's native podman backend
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
@@ -299,3 +300,49 @@ def stop_watchers(host) -> tuple[int, list[str]]:
     missing = host.run("cat /tmp/current-missing").stdout.split()
     codes = host.run("cat /tmp/codes").stdout.split()
     return len(missing), codes
+
+
+# An HTTP receiver on a server's loopback, for what the stack posts out (the notifier's and
+# Alertmanager's webhooks, Sentry's envelopes): each POST becomes one JSON line per item,
+# {"path": ..., "body": ...}, in its record file. It logs nothing (a webhook's URL carries its token).
+_RECEIVER = r"""
+import gzip, http.server, json, sys, zlib
+port, record, envelopes = int(sys.argv[1]), sys.argv[2], sys.argv[3] == 'envelopes'
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        encoding = self.headers.get('Content-Encoding', '')
+        body = gzip.decompress(body) if encoding == 'gzip' else zlib.decompress(body) if encoding == 'deflate' else body
+        if envelopes:  # a header line, then each item's header and payload: the events are kept
+            lines = body.split(b'\n')
+            items = [json.loads(p) for h, p in zip(lines[1::2], lines[2::2]) if json.loads(h).get('type') == 'event']
+        else:
+            items = [json.loads(body)]
+        with open(record, 'a') as f:
+            for item in items:
+                f.write(json.dumps({'path': self.path, 'body': item}) + '\n')
+        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', port), H).serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def receiver(host, unit: str, port: int, envelopes: bool = False):
+    """Run a receiver as the transient unit `unit` on 127.0.0.1:`port` of a server, and yield a
+    function that returns what it has received so far. envelopes: the posts are Sentry's
+    envelopes (compressed), whose events are kept; else each post is one JSON document."""
+    record = f"/run/{unit}.jsonl"
+    host.run(f"systemctl stop {unit}.service; rm -f {record}")
+    host.check_output(f"systemd-run --unit={unit} --property=Type=simple python3 -c {shlex.quote(_RECEIVER)}"
+                      f" {port} {record} {'envelopes' if envelopes else 'json'}")
+    host.check_output(f"for i in $(seq 50); do ss -Htln 'sport = :{port}' | grep -q . && exit 0; sleep 0.1; done; exit 1")
+
+    def received() -> list[dict]:
+        return [json.loads(line) for line in host.run(f"cat {record}").stdout.splitlines()]
+
+    try:
+        yield received
+    finally:
+        host.run(f"systemctl stop {unit}.service; systemctl reset-failed {unit}.service")

@@ -11,7 +11,8 @@ die() { echo "bootstrap: $*" >&2; exit 1; }
 # postgresql (the release's major): the modules' tests start a throwaway cluster with its binaries.
 # barman-cli-cloud: the pitr role's archive, base backup and restore scripts (tests/test_pitr.py).
 # wrk: bench/appserver.py's load generator. nftables: the firewall role's tests check its ruleset with nft.
-APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql python3-boto3 python3-psycopg2 age barman-cli-cloud wrk nftables)
+# valgrind: bench/sentry_request_cost.py counts instructions with it.
+APT_PACKAGES=(podman runc debootstrap python3-venv rsync openssh-client make postgresql python3-boto3 python3-psycopg2 age barman-cli-cloud wrk nftables valgrind)
 # Containers of a scenario find each other by name: Debian 12's podman uses CNI (the dnsname plugin),
 # Debian 13's netavark (aardvark-dns, which its podman already depends on).
 case "$(. /etc/os-release 2>/dev/null && echo "${VERSION_ID:-}")" in

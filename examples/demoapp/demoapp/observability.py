@@ -13,6 +13,7 @@ initialises the SDK with DjangoIntegration and a traces_sample_rate instead.
 
 from __future__ import annotations
 
+import logging
 import sys
 
 # The middleware below sits in settings.MIDDLEWARE only when SENTRY_DSN is set; without a DSN the
@@ -28,17 +29,19 @@ def init_sentry(dsn: str, release: str, environment: str) -> None:
     import sentry_sdk
     from django.core.signals import got_request_exception
     from sentry_sdk.integrations.celery import CeleryIntegration
-    from sentry_sdk.integrations.logging import ignore_logger
+    from sentry_sdk.integrations.logging import LoggingIntegration, ignore_logger
 
     sentry_sdk.init(
         dsn=dsn,
         release=release,
         environment=environment,
-        integrations=[CeleryIntegration()],
-        # Only the integrations named here and the SDK's defaults (logging breadcrumbs, the
-        # process's uncaught exceptions, deduplication): the auto-enabled ones would bring the
-        # Django integration's per-request instrumentation back, and spans around every cache,
-        # database and HTTP call.
+        # Log records from WARNING up become breadcrumbs of the report (ERROR ones events of their
+        # own); INFO lines, gunicorn's access line of every request among them, do not: each
+        # would cost a request about as much as the rest of the SDK (docs/performance.md).
+        integrations=[CeleryIntegration(), LoggingIntegration(level=logging.WARNING, event_level=logging.ERROR)],
+        # Only the integrations named here and the SDK's defaults (the process's uncaught
+        # exceptions, deduplication): the auto-enabled ones would bring the Django integration's
+        # per-request instrumentation back, and spans around every cache, database and HTTP call.
         auto_enabling_integrations=False,
         # No user data (addresses, cookies, bodies) leaves the server, and no performance traces.
         send_default_pii=False,

@@ -40,7 +40,15 @@ def logging_view(request):
     return HttpResponse("logged")
 
 
-urlpatterns = [path("fails/<slug:kind>/", failing_view), path("fine/", fine_view), path("logs/", logging_view)]
+def warning_then_failing_view(request):
+    logger = logging.getLogger("demoapp.test")
+    logger.info("an info line")
+    logger.warning("a warning before the failure")
+    raise Boom("a view failed after a warning")
+
+
+urlpatterns = [path("fails/<slug:kind>/", failing_view), path("fine/", fine_view), path("logs/", logging_view),
+               path("warns-then-fails/", warning_then_failing_view)]
 
 
 @shared_task
@@ -150,10 +158,13 @@ class SentryTests(TestCase):
         self.addCleanup(setattr, logger, "propagate", logger.propagate)
         logger.propagate = False  # the record is made (a breadcrumb) and not printed
         self.assertEqual(self.client.get("/logs/").status_code, 200)
-        self.assertEqual(self.client.get("/fails/view/").status_code, 500)
+        self.assertEqual(self.client.get("/warns-then-fails/").status_code, 500)
         event = receiver.wait_for(Boom)
         crumbs = [c.get("message") for c in event.get("breadcrumbs", {}).get("values", [])]
         self.assertNotIn("breadcrumb of another request", crumbs)
+        # Its own warning is there; INFO lines (gunicorn's access line of every request) are not.
+        self.assertIn("a warning before the failure", crumbs)
+        self.assertNotIn("an info line", crumbs)
 
     def test_no_request_pays_for_the_sdks_django_instrumentation(self) -> None:
         """The Django integration (a transaction, a session and template hooks around every

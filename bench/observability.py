@@ -16,7 +16,8 @@ and the median of each round's ratio to that round's without. Target (issue #24)
 throughput loss. bench/sentry_request_cost.py counts the SDK's share in instructions, which
 this machine's noise does not move.
 
-Usage: .venv/bin/python bench/observability.py [--rounds 5] [--seconds 15] [--connections 16] [--keep]
+Usage: .venv/bin/python bench/observability.py [--rounds 5] [--seconds 15] [--connections 16]
+                                                [--max-requests N] [--keep]
        (or `make bench-observability`; run `make image` first)
 """
 
@@ -81,13 +82,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of each variant")
     parser.add_argument("--seconds", type=int, default=15, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, default=16, help="concurrent connections of each wrk run")
+    parser.add_argument("--max-requests", type=int, default=None,
+                        help="gunicorn_max_requests of the server (the role's default when not given): how often "
+                             "a gunicorn worker is replaced, and so imports the app and the SDK again")
     parser.add_argument("--keep", action="store_true", help="keep the server for inspection")
     parser.add_argument("--logs", type=Path, default=ROOT / ".cache" / "bench", help="directory for the playbook logs")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     ensure_key()
-    extra = {"monitoring_scrape_interval_seconds": 5, "monitoring_probe_tls_insecure": True,
-             "django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    extra = {"monitoring_scrape_interval_seconds": 5, "django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    if args.max_requests is not None:
+        extra["gunicorn_max_requests"] = args.max_requests
     results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
     with tempfile.TemporaryDirectory(prefix="djstack-bench-observability-") as tmpdir:
         tmp = Path(tmpdir)
@@ -111,7 +116,9 @@ def main() -> int:
                 podman_rm(SERVER)
     rows = {v: {"rps": statistics.median(r["rps"] for r in runs), "p99": statistics.median(r["p99"] for r in runs),
                 "errors": sum(r["errors"] for r in runs)} for v, runs in results.items()}
-    print(f"home page, {args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections (medians):")
+    recycling = f"gunicorn_max_requests {args.max_requests}" if args.max_requests is not None else "gunicorn's defaults"
+    print(f"home page, {args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections, "
+          f"{recycling} (medians):")
     for variant, row in rows.items():
         print(f"  {variant:8} {row['rps']:8.1f} req/s  p99 {row['p99']:7.1f} ms  errors {row['errors']}")
     for variant in ("exporters", "sentry", "both"):

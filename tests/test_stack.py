@@ -245,6 +245,15 @@ def test_a_monitoring_host_scrapes_every_exporter_on_private_addresses_and_nobod
     assert sorted((p["job"], p["instance"], p["address"]) for p in w["mon1"]["monitoring_probes"]) == [
         ("health", "web1", "10.0.0.21:443"), ("health", "web2", "10.0.0.22:443"),
         ("site", "web1", "10.0.0.21:443"), ("site", "web2", "10.0.0.22:443")]
+    # nginx's default certificate is self-signed: the probes cannot verify it (SiteDown would fire).
+    assert w["mon1"]["monitoring_probe_tls_insecure"] is True
+
+
+def test_the_probes_verify_a_certificate_that_a_ca_signs(tmp_path):
+    acme = {"nginx_tls_mode": "acme"}
+    inventory = {**SPLIT, "webservers": {name: {**hostvars, **acme} for name, hostvars in SPLIT["webservers"].items()},
+                 "monitoring": {"mon1": {"stack_private_address": "10.0.0.9"}}}
+    assert passing(tmp_path, inventory, MEDIA_BUCKET)["mon1"]["monitoring_probe_tls_insecure"] is False
 
 
 def test_behind_load_balancers_the_web_ports_open_to_them_only_and_they_balance_every_web_server(tmp_path):

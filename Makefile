@@ -22,7 +22,7 @@ MOLECULE_LANES ?= 3
 # The inventory `make demo` converges the demo server with.
 INVENTORY ?= inventories/demo
 
-.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster bench-replica bench-pitr bench-observability bench-sentry clean
+.PHONY: help deps image images demo demo-destroy test lint unit unit-containers molecule molecule-debian12 bench bench-ab bench-apt bench-deploy bench-backup bench-releases bench-celery bench-appserver bench-cluster bench-replica bench-pitr bench-observability bench-sentry bench-recycling clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-13s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ bench-appserver: image ## gunicorn vs Apache for a dynamic page, nginx vs Django
 
 bench-observability: image ## The home page's requests/s and p99 with and without the exporters, Prometheus and Sentry
 	@python3 bench/observability.py
+
+bench-recycling: image ## The home page's requests/s and p99 with gunicorn's workers replaced every 1,000 or 10,000 requests, or never
+	@python3 bench/recycling.py
 
 bench-sentry: deps ## What Sentry's SDK costs a home page request, in CPU instructions (valgrind, no server)
 	@python3 bench/sentry_request_cost.py

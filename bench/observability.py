@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """What the exporters and Sentry cost the app: requests per second and p99 of the demo's home
 page, with and without them, in one run on one fresh all-in-one server (converged over SSH with
-site.yml, the server also in the monitoring group: Prometheus scrapes its own exporters every 5 s).
+site.yml, the server also in the monitoring group: Prometheus scrapes its own exporters at the
+monitoring role's default interval, 15 s).
 
   without:   the exporters and Prometheus stopped, SENTRY_DSN empty;
-  exporters: the node, PostgreSQL and nginx exporters running and scraped every 5 s, with the
+  exporters: the node, PostgreSQL and nginx exporters running and scraped, with the
              blackbox probes of the health path (Prometheus, Alertmanager on the same server);
   sentry:    Sentry's SDK on (DSN to a receiver on the server; a page that answers sends nothing,
              so this is the SDK's cost per request);
@@ -17,7 +18,7 @@ throughput loss. bench/sentry_request_cost.py counts the SDK's share in instruct
 this machine's noise does not move.
 
 Usage: .venv/bin/python bench/observability.py [--rounds 5] [--seconds 15] [--connections 16]
-                                                [--max-requests N] [--keep]
+                                                [--max-requests N] [--scrape-interval S] [--keep]
        (or `make bench-observability`; run `make image` first)
 """
 
@@ -73,7 +74,7 @@ def switch(metrics: bool, sentry: bool) -> None:
         f" || echo 'SENTRY_DSN={dsn}' >> {ENV_FILE};"
         f" systemctl {state} {EXPORTERS} {MONITORING}; systemctl restart gunicorn@demoapp.service;"
         " for i in $(seq 60); do curl -ksf -o /dev/null https://localhost/healthz && break; sleep 0.5; done")
-    if metrics:  # the scrapes run when the load starts
+    if metrics:  # Prometheus has found its targets up again when the load starts
         run("sleep 6")
 
 
@@ -85,12 +86,16 @@ def main() -> int:
     parser.add_argument("--max-requests", type=int, default=None,
                         help="gunicorn_max_requests of the server (the role's default when not given): how often "
                              "a gunicorn worker is replaced, and so imports the app and the SDK again")
+    parser.add_argument("--scrape-interval", type=int, default=None,
+                        help="monitoring_scrape_interval_seconds (the role's default, 15, when not given)")
     parser.add_argument("--keep", action="store_true", help="keep the server for inspection")
     parser.add_argument("--logs", type=Path, default=ROOT / ".cache" / "bench", help="directory for the playbook logs")
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     ensure_key()
-    extra = {"monitoring_scrape_interval_seconds": 5, "django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    extra = {"django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    if args.scrape_interval is not None:
+        extra["monitoring_scrape_interval_seconds"] = args.scrape_interval
     if args.max_requests is not None:
         extra["gunicorn_max_requests"] = args.max_requests
     results: dict[str, list[dict]] = {variant: [] for variant in VARIANTS}
@@ -116,7 +121,8 @@ def main() -> int:
                 podman_rm(SERVER)
     rows = {v: {"rps": statistics.median(r["rps"] for r in runs), "p99": statistics.median(r["p99"] for r in runs),
                 "errors": sum(r["errors"] for r in runs)} for v, runs in results.items()}
-    recycling = f"gunicorn_max_requests {args.max_requests}" if args.max_requests is not None else "gunicorn's defaults"
+    recycling = ((f"gunicorn_max_requests {args.max_requests}" if args.max_requests is not None else "gunicorn's defaults")
+                 + (f", scrapes every {args.scrape_interval} s" if args.scrape_interval is not None else ""))
     print(f"home page, {args.rounds} interleaved rounds of {args.seconds} s, {args.connections} connections, "
           f"{recycling} (medians):")
     for variant, row in rows.items():

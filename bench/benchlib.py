@@ -125,3 +125,30 @@ def playbook(inv: Path, log: Path, playbook_path: str = "site.yml", *extra: str,
                   proc.stdout, re.M)
     ok, changed, failed, skipped = (int(x) for x in m.groups()) if m else (0, 0, 0, 0)
     return wall, ok + failed + skipped, changed, proc.returncode
+
+
+# Sentry for a bench server: a receiver on the server's loopback that takes envelopes and answers
+# 200, as Sentry does, and the DSN that points the app at it.
+SENTRY_RECEIVER_PORT = 45094
+SENTRY_DSN = f"http://benchkey@127.0.0.1:{SENTRY_RECEIVER_PORT}/1"
+_SENTRY_RECEIVER = r"""
+import http.server
+class H(http.server.BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get('Content-Length', 0)))
+        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(('127.0.0.1', %d), H).serve_forever()
+""" % SENTRY_RECEIVER_PORT
+
+
+def on_server(name: str, script: str) -> str:
+    """Run a shell script on a bench server (podman exec); its stdout."""
+    return subprocess.run(["podman", "exec", name, "bash", "-c", script], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def start_sentry_receiver(name: str) -> None:
+    subprocess.run(["podman", "exec", name, "systemd-run", "--unit=bench-sentry-receiver", "python3", "-c",
+                    _SENTRY_RECEIVER], capture_output=True, check=True)

@@ -28,39 +28,25 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import appserver
 from appserver import wrk
-from benchlib import ROOT, ensure_key, log, playbook, podman_rm, start_server, wait_for_ssh, write_inventory
+from benchlib import (ROOT, SENTRY_DSN, ensure_key, log, on_server, playbook, podman_rm, start_sentry_receiver,
+                      start_server, wait_for_ssh, write_inventory)
 
 SERVER = "djstack-bench-observability"
 SSH_PORT = int(os.environ.get("BENCH_OBSERVABILITY_SSH_PORT", "2227"))
 HTTPS_PORT = int(os.environ.get("BENCH_OBSERVABILITY_HTTPS_PORT", "8447"))
 appserver.HTTPS_PORT = HTTPS_PORT  # wrk() (bench/appserver.py) loads this server
-RECEIVER_PORT = 45094
-DSN = f"http://benchkey@127.0.0.1:{RECEIVER_PORT}/1"
 ENV_FILE = "/srv/demoapp/shared/env"
 MONITORING = "prometheus prometheus-alertmanager prometheus-blackbox-exporter"
 EXPORTERS = "prometheus-node-exporter prometheus-postgres-exporter prometheus-nginx-exporter"
-# A Sentry receiver on the server: it takes envelopes and answers 200, as Sentry does.
-RECEIVER = r"""
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('Content-Length', 0)))
-        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(('127.0.0.1', %d), H).serve_forever()
-""" % RECEIVER_PORT
 
 
 def run(script: str) -> str:
-    return subprocess.run(["podman", "exec", SERVER, "bash", "-c", script], capture_output=True, text=True,
-                          check=True).stdout
+    return on_server(SERVER, script)
 
 
 VARIANTS = {"without": (False, False), "exporters": (True, False), "sentry": (False, True), "both": (True, True)}
@@ -68,7 +54,7 @@ VARIANTS = {"without": (False, False), "exporters": (True, False), "sentry": (Fa
 
 def switch(metrics: bool, sentry: bool) -> None:
     """Turn the exporters and the monitoring, and Sentry, on or off, then wait for the app to serve."""
-    dsn = DSN if sentry else ""
+    dsn = SENTRY_DSN if sentry else ""
     state = "start" if metrics else "stop"
     run(f"sed -i 's|^SENTRY_DSN=.*|SENTRY_DSN={dsn}|' {ENV_FILE} && grep -q '^SENTRY_DSN=' {ENV_FILE}"
         f" || echo 'SENTRY_DSN={dsn}' >> {ENV_FILE};"
@@ -93,7 +79,7 @@ def main() -> int:
     args = parser.parse_args()
     args.logs.mkdir(parents=True, exist_ok=True)
     ensure_key()
-    extra = {"django_app_sentry_dsn": DSN, "django_app_sentry_allow_http": True}
+    extra = {"django_app_sentry_dsn": SENTRY_DSN, "django_app_sentry_allow_http": True}
     if args.scrape_interval is not None:
         extra["monitoring_scrape_interval_seconds"] = args.scrape_interval
     if args.max_requests is not None:
@@ -108,8 +94,7 @@ def main() -> int:
             inv = write_inventory(tmp, SSH_PORT, known_hosts, {}, groups=("monitoring",))
             log("bench: converging a fresh server with the monitoring tier on it")
             playbook(inv, args.logs / "observability.log", "site.yml", "-e", json.dumps(extra))
-            subprocess.run(["podman", "exec", SERVER, "systemd-run", "--unit=bench-sentry-receiver", "python3", "-c",
-                            RECEIVER], capture_output=True, check=True)
+            start_sentry_receiver(SERVER)
             wrk("/", 5, args.connections)  # warm up: the first requests fill caches either way
             for round_ in range(args.rounds):
                 for variant, (metrics, sentry) in VARIANTS.items():

@@ -20,36 +20,23 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 from pathlib import Path
 
 import appserver
 from appserver import wrk
-from benchlib import ROOT, ensure_key, log, playbook, podman_rm, start_server, wait_for_ssh, write_inventory
+from benchlib import (ROOT, SENTRY_DSN, ensure_key, log, on_server, playbook, podman_rm, start_sentry_receiver,
+                      start_server, wait_for_ssh, write_inventory)
 
 SERVER = "djstack-bench-recycling"
 SSH_PORT = int(os.environ.get("BENCH_RECYCLING_SSH_PORT", "2228"))
 HTTPS_PORT = int(os.environ.get("BENCH_RECYCLING_HTTPS_PORT", "8448"))
 appserver.HTTPS_PORT = HTTPS_PORT  # wrk() (bench/appserver.py) loads this server
-RECEIVER_PORT = 45096
 CONF = "/etc/gunicorn/demoapp.conf.py"
-# A Sentry receiver on the server: it takes envelopes and answers 200, as Sentry does.
-RECEIVER = r"""
-import http.server
-class H(http.server.BaseHTTPRequestHandler):
-    def do_POST(self):
-        self.rfile.read(int(self.headers.get('Content-Length', 0)))
-        self.send_response(200); self.end_headers(); self.wfile.write(b'{}')
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(('127.0.0.1', %d), H).serve_forever()
-""" % RECEIVER_PORT
 
 
 def run(script: str) -> str:
-    return subprocess.run(["podman", "exec", SERVER, "bash", "-c", script], capture_output=True, text=True,
-                          check=True).stdout
+    return on_server(SERVER, script)
 
 
 def switch(max_requests: int) -> None:
@@ -72,7 +59,7 @@ def main() -> int:
     values = [int(v) for v in args.values.split(",")]
     args.logs.mkdir(parents=True, exist_ok=True)
     ensure_key()
-    extra = {"django_app_sentry_dsn": f"http://benchkey@127.0.0.1:{RECEIVER_PORT}/1", "django_app_sentry_allow_http": True}
+    extra = {"django_app_sentry_dsn": SENTRY_DSN, "django_app_sentry_allow_http": True}
     results: dict[int, list[dict]] = {value: [] for value in values}
     with tempfile.TemporaryDirectory(prefix="djstack-bench-recycling-") as tmpdir:
         tmp = Path(tmpdir)
@@ -83,8 +70,7 @@ def main() -> int:
             inv = write_inventory(tmp, SSH_PORT, known_hosts, {})
             log("bench: converging a fresh server")
             playbook(inv, args.logs / "recycling.log", "site.yml", "-e", json.dumps(extra))
-            subprocess.run(["podman", "exec", SERVER, "systemd-run", "--unit=bench-sentry-receiver", "python3", "-c",
-                            RECEIVER], capture_output=True, check=True)
+            start_sentry_receiver(SERVER)
             wrk("/", 5, args.connections)  # warm up: the first requests fill caches either way
             for round_ in range(args.rounds):
                 for value in values:
